@@ -8,6 +8,7 @@ Public API (everything else is internal):
 - ``load(path, backend=None, n_threads=None)``: a model ready for ``eval`` and ``generate``;
 - the error types below.
 """
+from ggml_py.checkpoint import load_state_dict, open_checkpoint
 from ggml_py.errors import (
     BackendError,
     CheckpointError,
@@ -15,6 +16,8 @@ from ggml_py.errors import (
     ModelFileError,
     TokenizerError,
 )
+from ggml_py.model import load
+from ggml_py.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 
@@ -23,5 +26,9 @@ __all__ = [
     "CheckpointError",
     "GgmlPyError",
     "ModelFileError",
+    "Tokenizer",
     "TokenizerError",
+    "load",
+    "load_state_dict",
+    "open_checkpoint",
 ]

@@ -7,8 +7,11 @@ returns 1 (runtime failure). argparse usage errors exit with 2. ``--debug`` show
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+import time
+import warnings
 from typing import Callable, List, Optional
 
 from ggml_py.errors import GgmlPyError
@@ -66,3 +69,361 @@ def _existing_path(text: str) -> str:
     if not os.path.exists(text):
         raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
     return text
+
+
+# --- ls (checkpoints) --------------------------------------------------------------------------
+
+
+@_subcommand
+def _add_ls(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("ls", help="list the tensors of a checkpoint file or Hugging Face folder")
+    parser.add_argument(
+        "path", type=_existing_path, help="pytorch_model.bin / .pt / .safetensors file, or a Hugging Face folder"
+    )
+    parser.set_defaults(handler=_ls)
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from ggml_py.checkpoint import open_checkpoint
+
+    tensors = list(open_checkpoint(args.path).values())
+    rows = [(tensor.name, str(tensor.dtype), "[" + ", ".join(map(str, tensor.shape)) + "]") for tensor in tensors]
+    widths = [max([len(title)] + [len(row[column]) for row in rows]) for column, title in enumerate(("name", "dtype", "shape"))]
+    print(f"{'name':<{widths[0]}}  {'dtype':<{widths[1]}}  {'shape':<{widths[2]}}  {'bytes':>12}")
+    for (name, dtype, shape), tensor in zip(rows, tensors):
+        print(f"{name:<{widths[0]}}  {dtype:<{widths[1]}}  {shape:<{widths[2]}}  {tensor.nbytes:>12}")
+    parameters = sum(math.prod(tensor.shape) for tensor in tensors)
+    total = sum(tensor.nbytes for tensor in tensors)
+    print(f"{len(tensors)} tensors, {parameters} parameters, {total} bytes ({total / 2**20:.2f} MiB)")
+    return 0
+
+
+# --- info, convert, quantize (ggml GPT-J files) ----------------------------------------------
+
+
+class _ProgressLine:
+    """Prints ``tensor, percent, MB/s`` on one rewritten stderr line, at most 5 times a second."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.2 and done < total:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9) / 1e6
+        percent = 100.0 * done / total if total else 100.0
+        print(f"\r{percent:5.1f}% {rate:8.1f} MB/s  {name[:60]:<60}", end="", file=sys.stderr, flush=True)
+        self.shown = True
+
+    def finish(self) -> None:
+        if self.shown:
+            print(file=sys.stderr)
+
+
+def _run_writer(args: argparse.Namespace, write: Callable[[Optional[Callable[[str, int, int], None]]], None]) -> None:
+    """Run ``write(progress)`` with a progress line on a terminal (unless --quiet), then print the
+    library's ConversionWarnings."""
+    from ggml_py.convert import ConversionWarning
+
+    progress = _ProgressLine() if sys.stderr.isatty() and not args.quiet else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConversionWarning)
+        try:
+            write(progress)
+        finally:
+            if progress is not None:
+                progress.finish()
+            for warning in caught:
+                print(f"ggml-py: warning: {warning.message}", file=sys.stderr)
+
+
+def _file_type_argument(choices: List[str]) -> Callable[[str], "object"]:
+    def parse(text: str):
+        from ggml_py.formats.quant import GGMLFileType
+
+        try:
+            file_type = GGMLFileType.parse(text)
+        except ValueError:
+            file_type = None
+        if file_type is None or file_type.short_name not in choices:
+            numbers = ", ".join(f"{name} ({int(GGMLFileType.parse(name))})" for name in choices)
+            raise argparse.ArgumentTypeError(f"unknown type {text!r}; choose one of {numbers}")
+        return file_type
+
+    return parse
+
+
+@_subcommand
+def _add_info(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("info", help="show a model file's header, vocabulary size and tensors")
+    parser.add_argument("file", type=_existing_path, help="ggml GPT-J model file")
+    parser.set_defaults(handler=_info)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from ggml_py.formats import open_model
+    from ggml_py.formats.quant import QNT_VERSION_FACTOR
+
+    model = open_model(args.file)
+    hparams = model.hparams
+    stored = model.quantization_version * QNT_VERSION_FACTOR + int(hparams.ftype)
+    print(f"file:    {model.path}")
+    print(f"format:  {model.format}")
+    for field in hparams._fields[:-1]:
+        print(f"{field:<8} {getattr(hparams, field)}")
+    # a legacy header stores the quantization version inside ftype (2002 = version 2, q4_0)
+    stored_as = f"stored as {stored}, " if model.format == "ggml" else ""
+    print(f"ftype    {int(hparams.ftype)} ({hparams.ftype.short_name}), {stored_as}"
+          f"quantization version {model.quantization_version}")
+    print(f"layer_norm_eps {model.layer_norm_eps:g}")
+    print(f"vocabulary: {len(model.vocab)} tokens")
+    total = sum(info.nbytes for info in model.tensors.values())
+    print(f"tensors: {len(model.tensors)}, {total} bytes ({total / 2**20:.2f} MiB)")
+    width = max((len(name) for name in model.tensors), default=4)
+    print(f"{'name':<{width}}  {'type':<5} {'shape':<16} {'bytes':>12}")
+    for info in model.tensors.values():
+        shape = "[" + ", ".join(str(dim) for dim in info.shape) + "]"
+        print(f"{info.name:<{width}}  {info.type.short_name:<5} {shape:<16} {info.nbytes:>12}")
+    return 0
+
+
+_CONVERT_TYPES = ["f32", "f16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0"]
+_QUANTIZE_TYPES = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0"]
+
+
+@_subcommand
+def _add_convert(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert a Hugging Face GPT-J folder to a ggml or GGUF file, or a ggml file to GGUF",
+        description="Convert a Hugging Face GPT-J folder (torch or safetensors, sharded or not) to "
+        "ggml's GPT-J file, byte-identical with ggml's convert-h5-to-ggml.py for f32/f16, or to GGUF "
+        "(--format gguf). A ggml GPT-J model file of any type converts to GGUF with its tensor bytes "
+        "unchanged.",
+    )
+    parser.add_argument("source", metavar="HF_DIR|FILE", type=_existing_path,
+                        help="Hugging Face model folder, or a ggml GPT-J model file (with --format gguf)")
+    parser.add_argument("--format", choices=["ggml", "gguf"], default="ggml", dest="file_format",
+                        help="output file format (default ggml)")
+    parser.add_argument("--outtype", type=_file_type_argument(_CONVERT_TYPES),
+                        help=f"for a folder: one of {', '.join(_CONVERT_TYPES)} (default f16); a model "
+                        "file keeps its types")
+    parser.add_argument("--vocab-dir", type=_existing_path,
+                        help="tokenizer folder whose merges.txt goes into the GGUF file of a model file "
+                        "(default: merges derived from the vocabulary)")
+    parser.add_argument("--outfile", help="output path (default HF_DIR/ggml-model-<outtype>.bin or .gguf; "
+                        "for a model file, the same name with .gguf)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.set_defaults(handler=_convert)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from ggml_py.convert import convert_hf, convert_to_gguf
+    from ggml_py.errors import ModelFileError
+    from ggml_py.formats.quant import GGMLFileType
+
+    if os.path.isdir(args.source):
+        if args.vocab_dir is not None:
+            raise ModelFileError(args.source, "--vocab-dir is for model files; a folder uses its own merges.txt")
+        file_type = GGMLFileType.MOSTLY_F16 if args.outtype is None else args.outtype
+        outfiles = []
+        _run_writer(args, lambda progress: outfiles.append(
+            convert_hf(args.source, file_type, args.outfile, progress, file_format=args.file_format)))
+        outfile = outfiles[0]
+    else:
+        if args.file_format != "gguf":
+            raise ModelFileError(args.source, "a model file can only be converted to GGUF (--format gguf)")
+        if args.outtype is not None:
+            raise ModelFileError(args.source, "--outtype is for folders; a model file keeps its tensor types")
+        outfile = args.outfile or os.path.splitext(args.source)[0] + ".gguf"
+        if os.path.abspath(outfile) == os.path.abspath(args.source):
+            raise ModelFileError(args.source, "the output would overwrite the input; pass --outfile")
+        _run_writer(args, lambda progress: convert_to_gguf(args.source, outfile, args.vocab_dir, progress))
+    if not args.quiet:
+        print(f"wrote {outfile}", file=sys.stderr)
+    return 0
+
+
+@_subcommand
+def _add_quantize(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "quantize",
+        help="quantize an f32/f16 ggml GPT-J file",
+        description="Quantize the 2-D weights of an f32 or f16 ggml GPT-J file, byte-identical with "
+        "ggml's gpt-j-quantize.",
+    )
+    parser.add_argument("input", type=_existing_path, help="f32 or f16 ggml GPT-J file")
+    parser.add_argument("output", help="quantized file to write")
+    parser.add_argument("type", type=_file_type_argument(_QUANTIZE_TYPES),
+                        help="q4_0, q4_1, q5_0, q5_1, q8_0, or ggml's ftype number 2, 3, 8, 9, 7")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.set_defaults(handler=_quantize)
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from ggml_py.convert import quantize_file
+
+    _run_writer(args, lambda progress: quantize_file(args.input, args.output, args.type, progress))
+    return 0
+
+
+# --- tokenize ----------------------------------------------------------------------------------
+
+
+@_subcommand
+def _add_tokenize(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("tokenize", help="print the token ids of a text")
+    parser.add_argument("model", type=_existing_path, help="Hugging Face folder or ggml/GGUF model file")
+    parser.add_argument("-p", "--prompt", required=True, help="the text to tokenize")
+    parser.add_argument("--show", action="store_true", help="print each token's id and text, one per line")
+    parser.set_defaults(handler=_tokenize)
+
+
+def _tokenize(args: argparse.Namespace) -> int:
+    from ggml_py.tokenizer import Tokenizer, escape_token
+
+    tokenizer = Tokenizer.from_path(args.model)
+    # Bytes of the argument that are not UTF-8 arrive as lone surrogates (surrogateescape); turn
+    # them into U+FFFD like any text decoded with errors="replace".
+    text = os.fsencode(args.prompt).decode("utf-8", errors="replace")
+    ids = tokenizer.encode(text)
+    if args.show:
+        for token_id in ids:
+            print(f"{token_id}\t{escape_token(tokenizer.token_bytes(token_id))}")
+    else:
+        print(" ".join(map(str, ids)))
+    return 0
+
+
+# --- run, backends (inference) ---------------------------------------------------------------
+
+# ggml's gpt_random_prompt: an empty prompt becomes one of these, picked by the seeded generator.
+_RANDOM_PROMPTS = ["So", "Once upon a time", "When", "The", "After", "If", "import", "He", "She", "They"]
+
+
+@_subcommand
+def _add_run(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="generate text from a GPT-J model file (ggml gpt-j's flags)",
+        description="Generate text like ggml's gpt-j example, with its flags and defaults: the "
+        "prompt and the generated text go to stdout as they are made, ggml's timing block to "
+        "stderr. The prompt is evaluated in chunks of --batch_size tokens. Unlike ggml, "
+        "--repeat-penalty and --ignore-eos take effect.",
+    )
+    parser.add_argument("-m", "--model", required=True, type=_existing_path, help="ggml or GGUF GPT-J model file")
+    parser.add_argument("-p", "--prompt", default="", help="prompt to start generation with (default: random)")
+    parser.add_argument("-f", "--file", help="append this file's text to the prompt (one trailing newline removed)")
+    parser.add_argument("-s", "--seed", type=int, default=-1, help="RNG seed (default: -1, the current time)")
+    parser.add_argument("-t", "--threads", type=int, default=min(4, os.cpu_count() or 1),
+                        help="threads for the backend (default: %(default)s)")
+    parser.add_argument("-n", "--n_predict", type=int, default=200, help="tokens to generate (default: 200)")
+    parser.add_argument("--top_k", type=int, default=40, help="top-k sampling (default: 40)")
+    parser.add_argument("--top_p", type=float, default=0.9, help="top-p sampling (default: 0.9)")
+    parser.add_argument("--temp", type=float, default=0.9, help="temperature (default: 0.9)")
+    parser.add_argument("--repeat-last-n", type=int, default=64,
+                        help="last n tokens the repeat penalty looks at (default: 64)")
+    parser.add_argument("--repeat-penalty", type=float, default=1.0,
+                        help="penalty for repeated tokens, 1.0 = off (default: 1.0)")
+    parser.add_argument("-b", "--batch_size", type=int, default=32, help="prompt tokens per evaluation (default: 32)")
+    parser.add_argument("--ignore-eos", action="store_true", help="keep generating after end-of-text")
+    parser.add_argument("--backend", help="inference backend (default: $GGML_PY_BACKEND or numpy-blas; "
+                                          "see `ggml-py backends`)")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    from ggml_py.model import Timings, load
+    from ggml_py.sampling import MT19937, Sampler, SamplingSettings
+
+    settings = SamplingSettings(args.top_k, args.top_p, args.temp, args.repeat_last_n, args.repeat_penalty)
+    settings.check()
+    for flag, value, least in (("--threads", args.threads, 1), ("--n_predict", args.n_predict, 0),
+                               ("--batch_size", args.batch_size, 1)):
+        if value < least:
+            raise GgmlPyError(None, f"{flag} must be at least {least}, got {value}")
+    prompt = args.prompt
+    if args.file:
+        with open(args.file, encoding="utf-8", errors="replace") as f:
+            prompt += f.read()
+        if prompt.endswith("\n"):
+            prompt = prompt[:-1]
+    seed = args.seed if args.seed >= 0 else int(time.time())
+    print(f"main: seed = {seed}", file=sys.stderr)
+    rng = MT19937(seed)
+    if not prompt:
+        prompt = _RANDOM_PROMPTS[int(rng.next_uint32()[0]) % len(_RANDOM_PROMPTS)]
+
+    load_start = time.perf_counter()
+    model = load(args.model, backend=args.backend, n_threads=args.threads)
+    load_seconds = time.perf_counter() - load_start
+    hp = model.hparams
+    print(f"main: model = {model.path} (n_vocab {hp.n_vocab}, n_ctx {hp.n_ctx}, n_embd {hp.n_embd}, "
+          f"n_head {hp.n_head}, n_layer {hp.n_layer}, n_rot {hp.n_rot}, ftype {hp.ftype.short_name})",
+          file=sys.stderr)
+    print(f"main: backend = {model.backend.name}, {args.threads} threads", file=sys.stderr)
+
+    prompt_ids = model.tokenizer.encode(prompt)
+    timings = Timings()
+    tokens = model.generate_ids(prompt_ids, args.n_predict, Sampler(settings, seed, rng),
+                                n_batch=args.batch_size, stop_at_eos=not args.ignore_eos, timings=timings)
+    print(f"main: number of tokens in prompt = {len(prompt_ids)}", file=sys.stderr)
+    print(file=sys.stderr)
+
+    decoder = model.tokenizer.stream_decoder()
+    _write_stdout("".join(decoder.feed(token) for token in prompt_ids))
+    for token in tokens:
+        _write_stdout(decoder.feed(token))
+    _write_stdout(decoder.finish())
+
+    predict_ms = timings.predict * 1000.0
+    print("\n", file=sys.stderr)
+    print(f"main: mem per token = {model.memory_per_token():8d} bytes", file=sys.stderr)
+    print(f"main:     load time = {load_seconds * 1000.0:8.2f} ms", file=sys.stderr)
+    print(f"main:   sample time = {timings.sample * 1000.0:8.2f} ms", file=sys.stderr)
+    # ggml divides by n_past: prompt and generated tokens, minus the last one (never evaluated)
+    print(f"main:  predict time = {predict_ms:8.2f} ms / {predict_ms / max(model.n_past, 1):.2f} ms per token",
+          file=sys.stderr)
+    print(f"main:    total time = {(time.perf_counter() - started) * 1000.0:8.2f} ms", file=sys.stderr)
+    return 0
+
+
+def _write_stdout(text: str) -> None:
+    """Write generated text at once, as UTF-8 whatever the locale says."""
+    if text:
+        stream = getattr(sys.stdout, "buffer", None)
+        if stream is None:
+            sys.stdout.write(text)
+        else:
+            stream.write(text.encode("utf-8"))
+        sys.stdout.flush()
+
+
+@_subcommand
+def _add_backends(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("backends", help="list the installed inference backends")
+    parser.set_defaults(handler=_backends)
+
+
+def _backends(args: argparse.Namespace) -> int:
+    from ggml_py.backend import installed_backends, resolve_backend_name
+
+    default = resolve_backend_name()
+    rows = []
+    for name, entry in sorted(installed_backends().items()):
+        try:
+            description = getattr(entry.load(), "description", "")
+        except GgmlPyError as error:
+            description = f"(broken) {error}"
+        where = f"{entry.target} [{entry.distribution or 'unknown distribution'}]"
+        rows.append((("* " if name == default else "  ") + name, where, description))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)] if rows else [0, 0]
+    for name, where, description in rows:
+        print(f"{name:<{widths[0]}}  {where:<{widths[1]}}  {description}")
+    print("(* = default: --backend, then $GGML_PY_BACKEND, then numpy-blas)")
+    return 0

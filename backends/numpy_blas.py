@@ -1,0 +1,63 @@
+"""``numpy-blas``: every weight converted once to float32 in RAM; products through NumPy's BLAS.
+
+The fastest choice when the model fits: decoding is a matrix-vector product per weight matrix,
+bound by memory bandwidth, and prompt evaluation is a matrix-matrix product at BLAS speed. The
+price is memory: 4 bytes per parameter, so the backend refuses up front (``BackendError``) a model
+whose float32 weights exceed ``MemAvailable`` in ``/proc/meminfo``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+
+from ggml_py.backend import Float32Ops, TensorRecord
+from ggml_py.errors import BackendError
+from ggml_py.formats.quant import dequantize
+
+MEMINFO = "/proc/meminfo"
+
+
+class NumpyBlasBackend(Float32Ops):
+    name = "numpy-blas"
+    description = "weights converted once to float32 in RAM; matrix products through NumPy's BLAS"
+
+    def __init__(self, n_threads: Optional[int] = None):
+        # NumPy's BLAS picks its own thread count (OPENBLAS_NUM_THREADS and friends); the graph
+        # itself is single-threaded Python, so there is nothing else to size.
+        self.n_threads = n_threads
+
+    def prepare(self, path: str, tensors: Mapping[str, TensorRecord]) -> Dict[str, Any]:
+        needed = sum(4 * math.prod(t.shape) for t in tensors.values())
+        available = available_memory()
+        if available is not None and needed > available:
+            raise BackendError(
+                path,
+                f"numpy-blas needs {needed / 2**30:.2f} GiB for float32 weights but only "
+                f"{available / 2**30:.2f} GiB of memory is available; use the blocked-f16 backend",
+            )
+        # own, aligned, contiguous copies: BLAS must never read the (unaligned) memory map
+        return {name: np.require(dequantize(t.data, t.type, t.shape), np.float32, ["C", "A", "O"])
+                for name, t in tensors.items()}
+
+    def embedding(self, table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        return table[ids]
+
+    def linear(self, x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None) -> np.ndarray:
+        y = x @ weight.T                                           # [T, out], one BLAS call
+        if bias is not None:
+            y += bias
+        return y
+
+
+def available_memory(meminfo: str = MEMINFO) -> Optional[int]:
+    """``MemAvailable`` in bytes, or ``None`` where the kernel does not report it."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

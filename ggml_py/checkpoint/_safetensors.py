@@ -1,0 +1,108 @@
+"""safetensors files: an 8-byte header length, a JSON header, then the tensors' bytes.
+
+Checked as strictly as the reference (Rust) reader: header size limit, UTF-8 JSON object,
+no duplicate names, known dtypes, byte ranges that tile the data buffer exactly from its start
+to the end of the file, and sizes that match shape x dtype.
+"""
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Dict, List, Tuple
+
+from ggml_py.checkpoint._dtypes import SAFETENSORS_DTYPES, TORCH_DTYPES
+from ggml_py.checkpoint._tensor import LazyTensor, MappedStorage, describe
+from ggml_py.errors import CheckpointError
+
+MAX_HEADER_SIZE = 100_000_000  # the reference reader's limit
+_LENGTH = struct.Struct("<Q")
+
+
+def looks_like_safetensors(head: bytes) -> bool:
+    """True when the first bytes are a header length within the limit followed by ``{``
+    (the reference reader also skips JSON whitespace before it)."""
+    if len(head) < _LENGTH.size + 1:
+        return False
+    (length,) = _LENGTH.unpack_from(head)
+    return length <= MAX_HEADER_SIZE and head[8:].lstrip(b" \t\r\n")[:1] in (b"{", b"")
+
+
+def read_safetensors(path: str, file_size: int) -> Dict[str, LazyTensor]:
+    """The tensors of a safetensors file, in the order of their data in the file."""
+    with open(path, "rb") as file:
+        prefix = file.read(_LENGTH.size)
+        if len(prefix) < _LENGTH.size:
+            raise CheckpointError(path, "safetensors header too small")
+        (length,) = _LENGTH.unpack(prefix)
+        if length > MAX_HEADER_SIZE:
+            raise CheckpointError(path, f"safetensors header of {length} bytes is larger than {MAX_HEADER_SIZE}", 0)
+        if length > file_size - _LENGTH.size:
+            raise CheckpointError(path, f"safetensors header of {length} bytes runs past the end of the file", 0)
+        header = _parse_header(path, file.read(length))
+    data_start = _LENGTH.size + length
+    entries = []
+    for name, entry in header.items():
+        if name != "__metadata__":
+            entries.append((name, *_entry(path, name, entry)))
+    # By (begin, end): empty tensors come before the tensor that starts where they are.
+    entries.sort(key=lambda item: (item[3], item[4]))
+    tensors = {}
+    expected = 0
+    for name, dtype_code, shape, begin, end in entries:
+        if begin != expected:
+            raise CheckpointError(path, f"invalid offset for tensor {name!r}: starts at {begin}, expected {expected}")
+        expected = end
+        dtype = TORCH_DTYPES[SAFETENSORS_DTYPES[dtype_code]]
+        if end - begin != math.prod(shape) * dtype.itemsize:
+            raise CheckpointError(path, f"tensor {name!r}: {end - begin} bytes do not hold {dtype_code} {shape}")
+        storage = MappedStorage(path, data_start + begin, end - begin, file_size)
+        tensors[name] = LazyTensor(name, storage, dtype, shape)
+    if data_start + expected != file_size:
+        raise CheckpointError(
+            path, f"the tensors cover {expected} data bytes but the file holds {file_size - data_start}"
+        )
+    return tensors
+
+
+def _parse_header(path: str, raw: bytes) -> dict:
+    duplicated: List[str] = []
+
+    def unique(pairs: List[Tuple[str, object]]) -> dict:
+        result = dict(pairs)
+        if len(result) != len(pairs):
+            duplicated.append(next(key for key, _ in pairs if sum(other == key for other, _ in pairs) > 1))
+        return result
+
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=unique)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise CheckpointError(path, f"safetensors header is not valid JSON: {type(error).__name__}") from None
+    if duplicated:
+        raise CheckpointError(path, f"safetensors header has the name {describe(duplicated[0])} twice")
+    if not isinstance(header, dict):
+        raise CheckpointError(path, "safetensors header is not a JSON object")
+    metadata = header.get("__metadata__")
+    if metadata is not None and (
+        not isinstance(metadata, dict) or not all(isinstance(value, str) for value in metadata.values())
+    ):
+        raise CheckpointError(path, "safetensors __metadata__ must map strings to strings")
+    return header
+
+
+def _entry(path: str, name: str, entry: object) -> Tuple[str, list, int, int]:
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
+        raise CheckpointError(path, f"tensor {name!r}: header entry needs dtype, shape and data_offsets")
+    dtype_code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype_code, str) or dtype_code not in SAFETENSORS_DTYPES:
+        raise CheckpointError(path, f"tensor {name!r}: dtype {describe(dtype_code)} is not supported")
+    if not isinstance(shape, list) or not all(type(size) is int and size >= 0 for size in shape):
+        raise CheckpointError(path, f"tensor {name!r}: shape must be a list of non-negative integers")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(offset) is int for offset in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise CheckpointError(path, f"tensor {name!r}: data_offsets must be [begin, end] with 0 <= begin <= end")
+    return dtype_code, shape, offsets[0], offsets[1]

@@ -1,0 +1,394 @@
+"""ggml tensor types and their block formats: encode float32 data, decode it back.
+
+``quantize`` reproduces ggml's reference quantizers (``quantize_row_*_ref``) bit for bit, so a
+file written with it is byte-identical to one written by ggml's tools; ``dequantize`` decodes any
+supported type to float32. All arithmetic is float32 with one rounding per operation, exactly as
+the C code does it; see ``spec/quantization.md`` for the formulas and the handling of zeros,
+ties, infinities and NaN.
+
+>>> x = ((np.arange(32, dtype=np.float32) - 10) / 4).reshape(1, 32)
+>>> quantize(x, GGMLType.Q8_0)[0, :4].tobytes().hex()
+'4b29c4ca'
+>>> float(dequantize(quantize(x, GGMLType.Q8_0), GGMLType.Q8_0, (1, 32))[0, 31])
+5.25
+"""
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Callable, Dict, NamedTuple, Sequence, Tuple
+
+import numpy as np
+
+# ftype = QNT_VERSION * QNT_VERSION_FACTOR + base ftype in headers written by ggml's quantizers.
+QNT_VERSION = 2
+QNT_VERSION_FACTOR = 1000
+
+
+class GGMLType(IntEnum):
+    """``enum ggml_type``: the type of one tensor (the ``ttype`` of a legacy record)."""
+
+    F32 = 0
+    F16 = 1
+    Q4_0 = 2
+    Q4_1 = 3
+    Q5_0 = 6
+    Q5_1 = 7
+    Q8_0 = 8
+
+    @property
+    def short_name(self) -> str:
+        """``"q4_0"``, ``"f16"``: the spelling ggml's tools use."""
+        return self.name.lower()
+
+
+class BlockFormat(NamedTuple):
+    block_size: int  # elements per block
+    type_size: int  # bytes per block
+
+
+BLOCK_FORMATS: Dict[GGMLType, BlockFormat] = {
+    GGMLType.F32: BlockFormat(1, 4),
+    GGMLType.F16: BlockFormat(1, 2),
+    GGMLType.Q4_0: BlockFormat(32, 18),
+    GGMLType.Q4_1: BlockFormat(32, 20),
+    GGMLType.Q5_0: BlockFormat(32, 22),
+    GGMLType.Q5_1: BlockFormat(32, 24),
+    GGMLType.Q8_0: BlockFormat(32, 34),
+}
+
+QUANTIZED_TYPES: Tuple[GGMLType, ...] = (
+    GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0,
+)
+
+
+class GGMLFileType(IntEnum):
+    """``enum ggml_ftype``: what a whole file's 2-D weights are stored as.
+
+    Numbered differently from ``GGMLType`` for q8_0, q5_0 and q5_1.
+
+    >>> GGMLFileType.parse("q5_0"), GGMLFileType.parse("9")
+    (<GGMLFileType.MOSTLY_Q5_0: 8>, <GGMLFileType.MOSTLY_Q5_1: 9>)
+    >>> GGMLFileType.MOSTLY_Q8_0.weight_type
+    <GGMLType.Q8_0: 8>
+    """
+
+    ALL_F32 = 0
+    MOSTLY_F16 = 1
+    MOSTLY_Q4_0 = 2
+    MOSTLY_Q4_1 = 3
+    MOSTLY_Q8_0 = 7
+    MOSTLY_Q5_0 = 8
+    MOSTLY_Q5_1 = 9
+
+    @property
+    def weight_type(self) -> GGMLType:
+        return _FILE_TYPE_WEIGHTS[self]
+
+    @property
+    def short_name(self) -> str:
+        return self.weight_type.short_name
+
+    @classmethod
+    def parse(cls, text: str) -> "GGMLFileType":
+        """A file type from its short name (``q4_0``) or its ggml_ftype number (``2``).
+
+        Raises ``ValueError`` for anything else.
+        """
+        spelled = text.strip().lower()
+        for file_type in cls:
+            if spelled in (file_type.short_name, str(int(file_type))):
+                return file_type
+        raise ValueError(f"unknown type {text!r}")
+
+
+_FILE_TYPE_WEIGHTS: Dict[GGMLFileType, GGMLType] = {
+    GGMLFileType.ALL_F32: GGMLType.F32,
+    GGMLFileType.MOSTLY_F16: GGMLType.F16,
+    GGMLFileType.MOSTLY_Q4_0: GGMLType.Q4_0,
+    GGMLFileType.MOSTLY_Q4_1: GGMLType.Q4_1,
+    GGMLFileType.MOSTLY_Q8_0: GGMLType.Q8_0,
+    GGMLFileType.MOSTLY_Q5_0: GGMLType.Q5_0,
+    GGMLFileType.MOSTLY_Q5_1: GGMLType.Q5_1,
+}
+
+
+def row_nbytes(ggml_type: GGMLType, n_per_row: int) -> int:
+    """Bytes of one row of ``n_per_row`` elements; ``ValueError`` if it does not fill whole blocks.
+
+    >>> row_nbytes(GGMLType.Q4_0, 64), row_nbytes(GGMLType.F16, 3)
+    (36, 6)
+    """
+    block_size, type_size = BLOCK_FORMATS[GGMLType(ggml_type)]
+    if n_per_row % block_size:
+        raise ValueError(f"row of {n_per_row} elements is not a multiple of the {GGMLType(ggml_type).short_name} block size {block_size}")
+    return n_per_row // block_size * type_size
+
+
+def tensor_nbytes(ggml_type: GGMLType, shape: Sequence[int]) -> int:
+    """Bytes of a tensor of NumPy ``shape`` (blocks run along the last axis)."""
+    if not shape:
+        raise ValueError("a tensor needs at least one dimension")
+    n_rows = 1
+    for dim in shape[:-1]:
+        n_rows *= int(dim)
+    return n_rows * row_nbytes(ggml_type, int(shape[-1]))
+
+
+# Blocks handled per NumPy pass: big enough to hide the per-call overhead, small enough for the
+# temporaries (a few times 1 MiB) to stay in cache.
+_CHUNK_BLOCKS = 8192
+_FLT_MAX = np.float32(np.finfo(np.float32).max)
+
+
+def quantize(x: np.ndarray, ggml_type: GGMLType) -> np.ndarray:
+    """Encode ``x`` (any float dtype, converted to float32 exactly as ggml reads it) as
+    ``ggml_type``; returns ``uint8`` of shape ``(*x.shape[:-1], row_nbytes(ggml_type, x.shape[-1]))``.
+
+    F32 and F16 are plain little-endian casts (F16 rounds to nearest even); the block types are
+    bit-exact with ggml's reference quantizers.
+    """
+    ggml_type = GGMLType(ggml_type)
+    x = np.asarray(x)
+    if x.ndim == 0:
+        raise ValueError("cannot quantize a scalar")
+    out_shape = (*x.shape[:-1], row_nbytes(ggml_type, x.shape[-1]))
+    if ggml_type is GGMLType.F32:
+        return np.ascontiguousarray(x, dtype="<f4").view(np.uint8).reshape(out_shape)
+    if ggml_type is GGMLType.F16:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.ascontiguousarray(x.astype(np.float32, copy=False).astype("<f2")).view(np.uint8).reshape(out_shape)
+    encode = _BLOCK_ENCODERS[ggml_type]
+    blocks = x.reshape(-1, 32)
+    out = np.empty((blocks.shape[0], BLOCK_FORMATS[ggml_type].type_size), dtype=np.uint8)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        for start in range(0, blocks.shape[0], _CHUNK_BLOCKS):
+            stop = start + _CHUNK_BLOCKS
+            encode(np.asarray(blocks[start:stop], dtype=np.float32), out[start:stop])
+    return out.reshape(out_shape)
+
+
+def dequantize(raw: np.ndarray, ggml_type: GGMLType, shape: Sequence[int]) -> np.ndarray:
+    """Decode ``raw`` bytes (``uint8``, e.g. ``TensorInfo.data``) of ``ggml_type`` to float32 of
+    NumPy ``shape``. F32 data comes back as a (possibly read-only) view when it can."""
+    ggml_type = GGMLType(ggml_type)
+    shape = tuple(int(dim) for dim in shape)
+    raw = np.asarray(raw, dtype=np.uint8).reshape(-1)
+    expected = tensor_nbytes(ggml_type, shape)
+    if raw.size != expected:
+        raise ValueError(f"{raw.size} bytes given, {ggml_type.short_name} {shape} needs {expected}")
+    if ggml_type is GGMLType.F32:
+        return raw.view("<f4").reshape(shape)
+    if ggml_type is GGMLType.F16:
+        return raw.view("<f2").astype(np.float32).reshape(shape)
+    decode = _BLOCK_DECODERS[ggml_type]
+    blocks = raw.reshape(-1, BLOCK_FORMATS[ggml_type].type_size)
+    out = np.empty((blocks.shape[0], 32), dtype=np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):  # infinite scales give inf/NaN, as in C
+        for start in range(0, blocks.shape[0], _CHUNK_BLOCKS):
+            stop = start + _CHUNK_BLOCKS
+            out[start:stop] = decode(blocks[start:stop])
+    return out.reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoders: ``blocks`` is float32 (n, 32); each writes its (n, type_size) bytes into ``out``.
+
+
+def _fp16_bits(values: np.ndarray) -> np.ndarray:
+    """ggml_compute_fp32_to_fp16 as little-endian bytes (n, 2): round to nearest even, overflow to
+    infinity, and every NaN becomes 0x7E00 with its sign kept (NumPy would keep payload bits)."""
+    bits = values.astype(np.float16).view(np.uint16)
+    nan = np.isnan(values)
+    if nan.any():
+        bits = np.where(nan, np.where(np.signbit(values), 0xFE00, 0x7E00).astype(np.uint16), bits)
+    return bits.astype("<u2").view(np.uint8).reshape(-1, 2)
+
+
+def _reciprocal_or_zero(d: np.ndarray) -> np.ndarray:
+    # C: `id = d ? 1.0f/d : 0.0f` (NaN is truthy, so it stays NaN).
+    inverse = np.float32(1) / d
+    inverse[d == 0] = 0
+    return inverse
+
+
+def _truncate_to_int(values: np.ndarray, dtype) -> np.ndarray:
+    """C's float -> integer conversion (truncation toward zero). Converting NaN or infinity is
+    undefined in C; x86-64 (cvttss2si, then the low byte) yields 0, which is used here."""
+    if not np.isfinite(values).all():
+        values = np.where(np.isfinite(values), values, np.float32(0))
+    return values.astype(dtype)
+
+
+def _signed_max_by_magnitude(blocks: np.ndarray) -> np.ndarray:
+    """q4_0/q5_0 scan: the signed value of the first element with the largest |x|, skipping NaN
+    (a comparison with NaN is false in C), and +0.0 when no |x| exceeds 0."""
+    magnitudes = np.abs(blocks)
+    index = magnitudes.argmax(axis=1)
+    rows = np.arange(blocks.shape[0])
+    amax = magnitudes[rows, index]
+    nan_blocks = np.isnan(amax)
+    if nan_blocks.any():  # argmax stops at the first NaN; rescan those blocks ignoring NaN
+        rescanned = np.where(np.isnan(magnitudes[nan_blocks]), np.float32(-1), magnitudes[nan_blocks])
+        index[nan_blocks] = rescanned.argmax(axis=1)
+        amax = magnitudes[rows, index]
+        amax[nan_blocks & np.isnan(amax)] = 0
+    return np.where(amax > 0, blocks[rows, index], np.float32(0))
+
+
+def _min_max(blocks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """q4_1/q5_1 scan: min from FLT_MAX and max from -FLT_MAX with strict comparisons, so NaN is
+    skipped and an all-infinite block keeps the starting value on one side."""
+    low = np.minimum(blocks.min(axis=1), _FLT_MAX)
+    high = np.maximum(blocks.max(axis=1), -_FLT_MAX)
+    nan_blocks = np.isnan(low)
+    if nan_blocks.any():
+        low[nan_blocks] = np.fmin.reduce(blocks[nan_blocks], axis=1, initial=_FLT_MAX)
+        high[nan_blocks] = np.fmax.reduce(blocks[nan_blocks], axis=1, initial=-_FLT_MAX)
+    # +0.0 and -0.0 compare equal, so C keeps the first zero it meets as the minimum; its sign
+    # reaches the stored m. (The sign of a zero maximum never changes d = max - min.)
+    zero_low = low == 0
+    if zero_low.any():
+        zero_blocks = blocks[zero_low]
+        first_zero = (zero_blocks == 0).argmax(axis=1)
+        low[zero_low] = zero_blocks[np.arange(zero_blocks.shape[0]), first_zero]
+    return low, high
+
+
+def _pack_nibbles(q: np.ndarray) -> np.ndarray:
+    # qs[j]: element j in the low nibble, element j + 16 in the high nibble
+    return (q[:, :16] & np.uint8(0x0F)) | (q[:, 16:] << np.uint8(4))
+
+
+def _fifth_bits(q: np.ndarray) -> np.ndarray:
+    # qh: little-endian u32 whose bit j is bit 4 of element j
+    return np.packbits((q >> np.uint8(4)) & np.uint8(1), axis=1, bitorder="little")
+
+
+def _encode_q4_0(blocks: np.ndarray, out: np.ndarray) -> None:
+    d = _signed_max_by_magnitude(blocks) / np.float32(-8)
+    inverse = _reciprocal_or_zero(d)
+    q = _truncate_to_int(blocks * inverse[:, None] + np.float32(8.5), np.uint8)
+    out[:, 0:2] = _fp16_bits(d)
+    out[:, 2:18] = _pack_nibbles(np.minimum(q, np.uint8(15)))
+
+
+def _encode_q5_0(blocks: np.ndarray, out: np.ndarray) -> None:
+    d = _signed_max_by_magnitude(blocks) / np.float32(-16)
+    inverse = _reciprocal_or_zero(d)
+    q = np.minimum(_truncate_to_int(blocks * inverse[:, None] + np.float32(16.5), np.uint8), np.uint8(31))
+    out[:, 0:2] = _fp16_bits(d)
+    out[:, 2:6] = _fifth_bits(q)
+    out[:, 6:22] = _pack_nibbles(q)
+
+
+def _encode_q4_1(blocks: np.ndarray, out: np.ndarray) -> None:
+    low, high = _min_max(blocks)
+    d = (high - low) / np.float32(15)
+    inverse = _reciprocal_or_zero(d)
+    q = _truncate_to_int((blocks - low[:, None]) * inverse[:, None] + np.float32(0.5), np.uint8)
+    out[:, 0:2] = _fp16_bits(d)
+    out[:, 2:4] = _fp16_bits(low)
+    out[:, 4:20] = _pack_nibbles(np.minimum(q, np.uint8(15)))
+
+
+def _encode_q5_1(blocks: np.ndarray, out: np.ndarray) -> None:
+    low, high = _min_max(blocks)
+    d = (high - low) / np.float32(31)
+    inverse = _reciprocal_or_zero(d)
+    # no clamp in ggml: the largest value, about 31.5, truncates to 31
+    q = _truncate_to_int((blocks - low[:, None]) * inverse[:, None] + np.float32(0.5), np.uint8)
+    out[:, 0:2] = _fp16_bits(d)
+    out[:, 2:4] = _fp16_bits(low)
+    out[:, 4:8] = _fifth_bits(q)
+    out[:, 8:24] = _pack_nibbles(q)
+
+
+def _q8_0_amax(blocks: np.ndarray) -> np.ndarray:
+    """``amax = MAX(amax, fabsf(v))`` with ``MAX(a, b) = a > b ? a : b``: a NaN element replaces
+    the running value, and the next element replaces the NaN. So amax is the largest |x| after
+    the last NaN of the block, or NaN when the last element is NaN."""
+    magnitudes = np.abs(blocks)
+    amax = magnitudes.max(axis=1)
+    nan_blocks = np.isnan(amax)
+    if nan_blocks.any():
+        with_nan = magnitudes[nan_blocks]
+        last_nan = 31 - np.isnan(with_nan)[:, ::-1].argmax(axis=1)
+        after_last_nan = np.arange(32) > last_nan[:, None]
+        folded = np.where(after_last_nan, with_nan, np.float32(0)).max(axis=1)
+        folded[last_nan == 31] = np.nan
+        amax[nan_blocks] = folded
+    return amax
+
+
+def _round_half_away(values: np.ndarray) -> np.ndarray:
+    # C roundf. floor(|v| + 0.5) would be wrong for 0.49999997; |v| - floor(|v|) is exact.
+    magnitude = np.abs(values)
+    whole = np.floor(magnitude)
+    return np.copysign(whole + np.floor(2 * (magnitude - whole)), values)
+
+
+def _encode_q8_0(blocks: np.ndarray, out: np.ndarray) -> None:
+    d = _q8_0_amax(blocks) / np.float32(127)
+    inverse = _reciprocal_or_zero(d)
+    q = _truncate_to_int(_round_half_away(blocks * inverse[:, None]), np.int8)
+    out[:, 0:2] = _fp16_bits(d)
+    out[:, 2:34] = q.view(np.uint8)
+
+
+_BLOCK_ENCODERS: Dict[GGMLType, Callable[[np.ndarray, np.ndarray], None]] = {
+    GGMLType.Q4_0: _encode_q4_0,
+    GGMLType.Q4_1: _encode_q4_1,
+    GGMLType.Q5_0: _encode_q5_0,
+    GGMLType.Q5_1: _encode_q5_1,
+    GGMLType.Q8_0: _encode_q8_0,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoders: ``blocks`` is uint8 (n, type_size); each returns float32 (n, 32).
+
+
+def _fp16_field(blocks: np.ndarray, start: int) -> np.ndarray:
+    return blocks[:, start:start + 2].copy().view("<f2").astype(np.float32)
+
+
+def _unpack_nibbles(qs: np.ndarray) -> np.ndarray:
+    return np.concatenate([qs & np.uint8(0x0F), qs >> np.uint8(4)], axis=1)
+
+
+def _unpack_fifth_bits(qh: np.ndarray) -> np.ndarray:
+    return np.unpackbits(np.ascontiguousarray(qh), axis=1, bitorder="little") << np.uint8(4)
+
+
+def _decode_q4_0(blocks: np.ndarray) -> np.ndarray:
+    q = _unpack_nibbles(blocks[:, 2:18]).astype(np.int8) - np.int8(8)
+    return q.astype(np.float32) * _fp16_field(blocks, 0)
+
+
+def _decode_q4_1(blocks: np.ndarray) -> np.ndarray:
+    q = _unpack_nibbles(blocks[:, 4:20]).astype(np.float32)
+    return q * _fp16_field(blocks, 0) + _fp16_field(blocks, 2)
+
+
+def _decode_q5_0(blocks: np.ndarray) -> np.ndarray:
+    q = (_unpack_nibbles(blocks[:, 6:22]) | _unpack_fifth_bits(blocks[:, 2:6])).astype(np.int8) - np.int8(16)
+    return q.astype(np.float32) * _fp16_field(blocks, 0)
+
+
+def _decode_q5_1(blocks: np.ndarray) -> np.ndarray:
+    q = (_unpack_nibbles(blocks[:, 8:24]) | _unpack_fifth_bits(blocks[:, 4:8])).astype(np.float32)
+    return q * _fp16_field(blocks, 0) + _fp16_field(blocks, 2)
+
+
+def _decode_q8_0(blocks: np.ndarray) -> np.ndarray:
+    q = np.ascontiguousarray(blocks[:, 2:34]).view(np.int8)
+    return q.astype(np.float32) * _fp16_field(blocks, 0)
+
+
+_BLOCK_DECODERS: Dict[GGMLType, Callable[[np.ndarray], np.ndarray]] = {
+    GGMLType.Q4_0: _decode_q4_0,
+    GGMLType.Q4_1: _decode_q4_1,
+    GGMLType.Q5_0: _decode_q5_0,
+    GGMLType.Q5_1: _decode_q5_1,
+    GGMLType.Q8_0: _decode_q8_0,
+}

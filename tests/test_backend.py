@@ -1,0 +1,136 @@
+"""The backend registry, the shipped backends' own promises, and the conformance suite run the
+way users run it: ``pytest --pyargs ggml_py.conformance --backend NAME`` from any folder, for
+both shipped backends and for the out-of-tree example installed with pip."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from ggml_py.backend import Backend, create_backend, installed_backends, resolve_backend_name
+from ggml_py.errors import BackendError
+from ggml_py.formats import TensorInfo
+from ggml_py.formats.quant import GGMLType
+
+SHIPPED = ["numpy-blas", "blocked-f16"]
+
+
+def _run(*args, cwd, env=None, timeout=300):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def test_shipped_backends_are_registered_entry_points():
+    entries = installed_backends()
+    assert entries["numpy-blas"].target == "backends.numpy_blas:NumpyBlasBackend"
+    assert entries["blocked-f16"].target == "backends.blocked_f16:BlockedF16Backend"
+    for name in SHIPPED:
+        assert entries[name].distribution.startswith("ggml-py ")
+        backend = create_backend(name, n_threads=2)
+        assert isinstance(backend, Backend) and backend.name == name
+
+
+def test_backend_choice_order_is_argument_then_environment_then_numpy_blas(monkeypatch):
+    monkeypatch.delenv("GGML_PY_BACKEND", raising=False)
+    assert resolve_backend_name() == "numpy-blas"
+    monkeypatch.setenv("GGML_PY_BACKEND", "blocked-f16")
+    assert resolve_backend_name() == "blocked-f16"
+    assert create_backend().name == "blocked-f16"
+    assert resolve_backend_name("numpy-blas") == "numpy-blas"
+
+
+def test_unknown_backend_and_bad_thread_count_are_backend_errors():
+    with pytest.raises(BackendError, match=r"unknown backend 'gpu' \(installed: .*blocked-f16.*numpy-blas"):
+        create_backend("gpu")
+    with pytest.raises(BackendError, match="n_threads must be at least 1"):
+        create_backend("blocked-f16", n_threads=0)
+
+
+def test_numpy_blas_refuses_a_model_larger_than_available_memory_before_decoding_anything():
+    from backends.numpy_blas import available_memory
+
+    available = available_memory()
+    assert available is not None and available > 0
+    rows = available // (4 * 4096) + 1                       # one f16 matrix whose f32 copy won't fit
+    empty = np.zeros(0, dtype=np.uint8)                      # decoding it would fail loudly
+    huge = TensorInfo("lm_head.weight", GGMLType.F16, (rows, 4096), 0, rows * 4096 * 2, empty)
+    with pytest.raises(BackendError, match=r"model\.bin: numpy-blas needs .* GiB .* available; use the blocked-f16"):
+        create_backend("numpy-blas").prepare("model.bin", {"lm_head.weight": huge})
+
+
+def test_available_memory_reads_memavailable(tmp_path):
+    from backends.numpy_blas import available_memory
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16000000 kB\nMemAvailable:    1234567 kB\n")
+    assert available_memory(str(meminfo)) == 1234567 * 1024
+    meminfo.write_text("MemTotal:       16000000 kB\n")
+    assert available_memory(str(meminfo)) is None
+
+
+def test_blocked_f16_keeps_weights_in_the_file_bytes():
+    from backends.blocked_f16 import BlockedMatrix
+
+    raw = np.arange(4 * 64, dtype=np.float16).view(np.uint8)
+    record = TensorInfo("w", GGMLType.F16, (4, 64), 0, raw.size, raw)
+    handle = create_backend("blocked-f16").prepare("m.bin", {"w": record})["w"]
+    assert isinstance(handle, BlockedMatrix) and np.shares_memory(handle.rows, raw)
+
+
+def test_f16_pair_decoding_is_exact_for_every_finite_half():
+    from backends.blocked_f16 import decode_f16_pairs
+
+    halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = halves[np.isfinite(halves)]
+    finite = finite[: finite.size // 2 * 2].reshape(1, -1)
+    decoded = decode_f16_pairs(finite.view(np.uint32), np.empty(finite.shape, np.int32))
+    expected = np.concatenate([finite[:, 0::2], finite[:, 1::2]], axis=1).astype(np.float32)
+    assert np.array_equal(decoded.view(np.uint32), expected.view(np.uint32))   # signed zeros too
+
+
+@pytest.mark.parametrize("backend", SHIPPED)
+def test_conformance_suite_passes_from_any_folder(backend, tmp_path):
+    result = _run("-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "ggml_py.conformance",
+                  "--backend", backend, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_conformance_suite_rejects_an_unknown_backend(tmp_path):
+    result = _run("-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "ggml_py.conformance",
+                  "--backend", "no-such-backend", cwd=tmp_path)
+    assert result.returncode == 4                            # pytest's usage error
+    assert "no such ggml-py backend" in result.stderr
+
+
+def test_out_of_tree_example_backend_installs_with_pip_and_passes_the_suite(tmp_path):
+    source = tmp_path / "custom_backend"
+    shutil.copytree(REPO / "examples" / "custom_backend", source)   # builds write into the source
+    site = tmp_path / "site"
+    install = _run("-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+                   "--target", str(site), str(source), cwd=tmp_path)
+    assert install.returncode == 0, install.stderr[-3000:]
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+    listing = _run("-m", "ggml_py", "backends", cwd=tmp_path, env=env)
+    assert listing.returncode == 0
+    assert "example-float64  ggml_py_example_backend:Float64Backend [ggml-py-example-backend 0.1.0]" in listing.stdout
+
+    suite = _run("-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "ggml_py.conformance",
+                 "--backend", "example-float64", cwd=tmp_path, env=env)
+    assert suite.returncode == 0, suite.stdout[-3000:] + suite.stderr[-3000:]
+    assert " passed" in suite.stdout and "failed" not in suite.stdout
+
+
+def test_backends_command_lists_names_origins_and_the_default(monkeypatch):
+    result = _run("-m", "ggml_py", "backends", cwd=REPO, env={"GGML_PY_BACKEND": "blocked-f16"})
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("* blocked-f16  backends.blocked_f16:BlockedF16Backend [ggml-py ") for line in lines)
+    assert any(line.startswith("  numpy-blas   backends.numpy_blas:NumpyBlasBackend [ggml-py ") for line in lines)
+    assert "float32 in RAM" in result.stdout
