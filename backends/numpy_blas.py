@@ -12,7 +12,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 
-from ggml_py.backend import Float32Ops, TensorRecord
+from ggml_py.backend import Float32Ops, TensorRecord, default_thread_count, set_blas_threads
 from ggml_py.errors import BackendError
 from ggml_py.formats.quant import dequantize
 
@@ -24,9 +24,8 @@ class NumpyBlasBackend(Float32Ops):
     description = "weights converted once to float32 in RAM; matrix products through NumPy's BLAS"
 
     def __init__(self, n_threads: Optional[int] = None):
-        # NumPy's BLAS picks its own thread count (OPENBLAS_NUM_THREADS and friends); the graph
-        # itself is single-threaded Python, so there is nothing else to size.
-        self.n_threads = n_threads
+        # the threads are the BLAS library's; the graph itself is single-threaded Python
+        self.n_threads = n_threads or default_thread_count()
 
     def prepare(self, path: str, tensors: Mapping[str, TensorRecord]) -> Dict[str, Any]:
         needed = sum(4 * math.prod(t.shape) for t in tensors.values())
@@ -45,6 +44,7 @@ class NumpyBlasBackend(Float32Ops):
         return table[ids]
 
     def linear(self, x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None) -> np.ndarray:
+        set_blas_threads(self.n_threads)                           # another backend may have changed it
         y = x @ weight.T                                           # [T, out], one BLAS call
         if bias is not None:
             y += bias

@@ -58,7 +58,7 @@ def write_model(path: str, file_type: str, n_embd: int, n_layer: int, n_head: in
         matrix_type = ftype.weight_type if len(shape) == 2 else GGMLType.F32
         records.append(TensorRecord(name, matrix_type, shape, chunks(shape, matrix_type)))
     hparams = GptjHparams(n_vocab, n_ctx, E, n_head, n_layer, 64, ftype)
-    vocab = [bytes([i]) if i < 256 else b"<|t%d|>" % i for i in range(n_vocab)]
+    vocab = [bytes([i]) if i < 256 else b"t%d" % i for i in range(n_vocab)]  # no added tokens
     write_ggml(path, hparams, vocab, records, quantization_version=0 if ftype.weight_type < 2 else 2)
 
 

@@ -160,7 +160,7 @@ def _file_type_argument(choices: List[str]) -> Callable[[str], "object"]:
 @_subcommand
 def _add_info(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("info", help="show a model file's header, vocabulary size and tensors")
-    parser.add_argument("file", type=_existing_path, help="ggml GPT-J model file")
+    parser.add_argument("file", type=_existing_path, help="ggml GPT-J or GGUF model file")
     parser.set_defaults(handler=_info)
 
 

@@ -55,7 +55,7 @@ def rotate_pairs(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     x ``[T, H, D]``; cos, sin ``[T, R/2]`` for the tokens' positions.
 
     >>> cos, sin = rotary_tables(2, 2)
-    >>> rotate_pairs(np.array([[[1.0, 0.0, 5.0]]] * 2, np.float32), cos, sin).round(4).tolist()
+    >>> rotate_pairs(np.array([[[1.0, 0.0, 5.0]]] * 2, np.float32), cos, sin).astype(float).round(4).tolist()
     [[[1.0, 0.0, 5.0]], [[0.5403, 0.8415, 5.0]]]
     """
     rot = 2 * cos.shape[-1]

@@ -137,9 +137,13 @@ def sample_top_k_top_p(logits: np.ndarray, top_k: int, top_p: float, temperature
 
     ``top_p`` and ``temperature`` are rounded to C ``float`` first, as ggml stores them.
     """
+    logits = np.asarray(logits, dtype=np.float32)
+    if top_k == 1:
+        # a single candidate: the (first) largest logit, and libstdc++ draws no random number
+        return int(np.argmax(logits))
     temperature = float(np.float32(temperature))
     top_p = float(np.float32(top_p))
-    scaled = np.asarray(logits, dtype=np.float32).astype(np.float64) * (1.0 / temperature)
+    scaled = logits.astype(np.float64) * (1.0 / temperature)
     top_k = min(top_k, scaled.size)
     candidates = np.argpartition(-scaled, top_k - 1)[:top_k] if top_k < scaled.size else np.arange(scaled.size)
     candidates = candidates[np.lexsort((candidates, -scaled[candidates]))]   # value desc, id asc

@@ -222,11 +222,15 @@ class Tokenizer:
         self._token_bytes: List[Optional[bytes]] = list(token_bytes)
         self._added_ids: Dict[str, int] = dict(added_tokens)
         self.eos_id: Optional[int] = eos_id
-        added_id_set = set(self._added_ids.values())
+        # Ranking by id would let BPE build an added token out of its pieces, so then added
+        # tokens are no BPE tokens (as tiktoken keeps special tokens apart); with merges only the
+        # listed merges can build a token, and a vocab.json token stays one even when it is also
+        # added (Hugging Face matches it whole first, but the merges still refer to it).
+        not_bpe = set(self._added_ids.values()) if merges is None else set()
         # bytes -> id of the BPE tokens; the lowest id wins when a vocabulary repeats a token.
         self._bpe_ids: Dict[bytes, int] = {}
         for token_id, data in enumerate(self._token_bytes):
-            if data and token_id not in added_id_set:
+            if data and token_id not in not_bpe:
                 self._bpe_ids.setdefault(data, token_id)
         missing = [byte for byte in range(256) if bytes([byte]) not in self._bpe_ids]
         if missing:
@@ -256,7 +260,8 @@ class Tokenizer:
     @classmethod
     def from_pretrained(cls, folder: "str | os.PathLike[str]") -> "Tokenizer":
         """Load vocab.json and merges.txt from a Hugging Face folder, with the added and special
-        tokens of added_tokens.json, special_tokens_map.json and tokenizer_config.json."""
+        tokens of added_tokens.json, tokenizer_config.json and special_tokens_map.json, giving
+        them the ids transformers 5 gives them (spec/tokenizer.md, section 3.1)."""
         folder = Path(folder)
         vocab_path = folder / "vocab.json"
         for required in (vocab_path, folder / "merges.txt"):
@@ -266,26 +271,35 @@ class Tokenizer:
         if not vocab_ids:
             raise TokenizerError(vocab_path, "the vocabulary is empty")
         merges = _read_merges(folder / "merges.txt")
-        added_tokens: Dict[str, int] = {}
-        added_path = folder / "added_tokens.json"
-        if added_path.is_file():
-            added_tokens.update(_checked_ids(_read_json_object(added_path), added_path))
         config_path = folder / "tokenizer_config.json"
         config = _read_json_object(config_path) if config_path.is_file() else {}
-        added_tokens.update(_added_tokens_decoder(config, config_path))
         special_path = folder / "special_tokens_map.json"
         special_map = _read_json_object(special_path) if special_path.is_file() else {}
-        # Special tokens are added tokens too: matched whole, before BPE. GPT2Tokenizer makes
-        # <|endoftext|> its bos, eos and unk token unless the files name others.
-        named = {**_special_token_names(config), **_special_token_names(special_map)}
-        special_names = {"bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT, "unk_token": ENDOFTEXT, **named}
-        for role, content in special_names.items():
+        added_path = folder / "added_tokens.json"
+        if "added_tokens_decoder" in config:  # replaces added_tokens.json, as in transformers 5
+            listed = _added_tokens_decoder(config, config_path)
+        elif added_path.is_file():
+            listed = _checked_ids(_read_json_object(added_path), added_path)
+        else:
+            listed = {}
+        # Ids as transformers 5 assigns them: the added tokens in the order of their listed ids,
+        # then the special tokens; a token already in vocab.json keeps its id, any other takes the
+        # next id. Files written by transformers list exactly these ids.
+        special_names = _special_token_names(config, special_map)
+        added_tokens: Dict[str, int] = {}
+        taken_ids = set(vocab_ids.values())
+        next_id = len(vocab_ids)
+        for content in [*sorted(listed, key=listed.__getitem__), *special_names.values()]:
             if content in added_tokens:
                 continue
             if content in vocab_ids:
                 added_tokens[content] = vocab_ids[content]
-            elif role in named:
-                raise TokenizerError(folder, f"{role} {content!r} is neither in vocab.json nor an added token")
+                continue
+            if next_id in taken_ids:
+                reason = f"ids are not 0..{len(vocab_ids) - 1}, so added token {content!r} has no free id"
+                raise TokenizerError(vocab_path, reason)
+            added_tokens[content] = next_id
+            next_id += 1
         eos_id = added_tokens.get(special_names["eos_token"])
         token_bytes: List[Optional[bytes]] = [None] * (max([*vocab_ids.values(), *added_tokens.values()]) + 1)
         for token, token_id in vocab_ids.items():
@@ -370,7 +384,7 @@ class Tokenizer:
         for pretoken in pretokenize(text):
             pretoken_ids = cache.get(pretoken)
             if pretoken_ids is None:
-                pretoken_ids = tuple(self._bpe_ids[part] for part in bpe(pretoken.encode("utf-8"), self._rank))
+                pretoken_ids = tuple(map(self._bpe_ids.__getitem__, bpe(pretoken.encode("utf-8"), self._rank)))
                 if len(cache) >= _CACHE_LIMIT:
                     cache.clear()
                 cache[pretoken] = pretoken_ids
@@ -478,14 +492,23 @@ def _token_content(value) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
-def _special_token_names(config: dict) -> Dict[str, str]:
-    """role -> text of the special tokens named in special_tokens_map.json/tokenizer_config.json."""
-    names = {}
-    for role in ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"):
-        content = _token_content(config.get(role))
+_SPECIAL_TOKEN_ROLES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+def _special_token_names(config: dict, special_map: dict) -> Dict[str, str]:
+    """role -> text of the special tokens, in transformers' order of roles (bos, eos, unk first).
+
+    special_tokens_map.json overrides tokenizer_config.json; bos, eos and unk default to
+    <|endoftext|> (GPT2Tokenizer's defaults), so even a folder with only vocab.json and merges.txt
+    matches <|endoftext|> whole.
+    """
+    names = {"bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT, "unk_token": ENDOFTEXT}
+    for role in _SPECIAL_TOKEN_ROLES:
+        content = _token_content(special_map.get(role, config.get(role)))
         if content is not None:
             names[role] = content
-    for index, value in enumerate(config.get("additional_special_tokens") or []):
+    additional = special_map.get("additional_special_tokens", config.get("additional_special_tokens")) or []
+    for index, value in enumerate(additional):
         content = _token_content(value)
         if content is not None:
             names[f"additional_special_tokens[{index}]"] = content

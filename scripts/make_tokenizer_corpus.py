@@ -326,7 +326,7 @@ def write_variants(root: Path) -> None:
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         for file_name, content in side_files.items():
-            write_json(folder / file_name, content)
+            write_json(folder / file_name, content, indent=None)  # one line, like the originals
         with tempfile.TemporaryDirectory() as scratch:
             for file_name in ("vocab.json", "merges.txt", *side_files):
                 shutil.copy(MODEL / file_name if file_name in ("vocab.json", "merges.txt") else folder / file_name,
@@ -337,9 +337,9 @@ def write_variants(root: Path) -> None:
         write_json(folder / "expected.json", expected)
 
 
-def write_json(path: Path, value) -> None:
+def write_json(path: Path, value, indent: "int | None" = 1) -> None:
     with atomic_output(path) as out:
-        out.write((json.dumps(value, indent=1) + "\n").encode())
+        out.write((json.dumps(value, indent=indent) + "\n").encode())
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -16,6 +16,7 @@ from ggml_py.backend import Backend, create_backend, installed_backends, resolve
 from ggml_py.errors import BackendError
 from ggml_py.formats import TensorInfo
 from ggml_py.formats.quant import GGMLType
+from test_model import byte_model_file, write_model_file
 
 SHIPPED = ["numpy-blas", "blocked-f16"]
 
@@ -125,6 +126,12 @@ def test_out_of_tree_example_backend_installs_with_pip_and_passes_the_suite(tmp_
                  "--backend", "example-float64", cwd=tmp_path, env=env)
     assert suite.returncode == 0, suite.stdout[-3000:] + suite.stderr[-3000:]
     assert " passed" in suite.stdout and "failed" not in suite.stdout
+
+    model_path = tmp_path / "bytes.bin"
+    write_model_file(model_path, byte_model_file(n_ctx=32))
+    example = _run(str(REPO / "examples" / "use_custom_backend.py"), str(model_path), cwd=tmp_path, env=env)
+    assert example.returncode == 0, example.stderr[-3000:]
+    assert "example-float64  ggml_py_example_backend:Float64Backend" in example.stdout
 
 
 def test_backends_command_lists_names_origins_and_the_default(monkeypatch):

@@ -256,7 +256,7 @@ def test_valid_variants_of_the_damaged_files_are_accepted(tmp_path):
 
 
 def test_every_truncation_is_reported(tmp_path):
-    data = write_ours(tmp_path / "full.gguf", tensors=sample_tensors()[:3]).read_bytes()
+    data = write_ours(tmp_path / "full.gguf", fields=SCALARS[:3] + ARRAYS[:2], tensors=sample_tensors()[:3]).read_bytes()
     path = tmp_path / "cut.gguf"
     for length in range(len(data)):
         path.write_bytes(data[:length])
@@ -292,6 +292,7 @@ def test_any_corrupted_byte_parses_or_raises_model_file_error(tmp_path, position
         ([SCALARS[0], SCALARS[0]], [], "duplicate metadata key 'general.architecture'"),
         ([GGUFField("t.u8", V.UINT8, 256)], [], "outside the UINT8 range"),
         ([GGUFField("t.u32", V.UINT32, 1.5)], [], "must be an integer for UINT32"),
+        ([GGUFField("t.i64", V.INT64, float("nan"))], [], "must be an integer for INT64"),
         ([GGUFField("t.b", V.BOOL, 1)], [], "must be a bool"),
         ([GGUFField("t.s", V.STRING, b"raw")], [], "must be a str"),
         ([GGUFField("t.a", V.ARRAY, [[1]], V.ARRAY)], [], "needs a non-array element type"),
@@ -397,3 +398,12 @@ def test_merges_derived_from_gpt2_vocabulary_equal_merges_txt(tiny_model_dir, gp
 )
 def test_merge_derivation_rules(vocab, merges):
     assert derive_merges(vocab) == merges
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from ggml_py.formats import gguf as gguf_module
+
+    results = doctest.testmod(gguf_module)
+    assert results.attempted >= 10 and results.failed == 0

@@ -128,3 +128,19 @@ def test_repeat_penalty_changes_greedy_output(capsys, byte_model_path):
     penalised = run(capsys, "-m", byte_model_path, "-p", "aaaa", "--top_k", "1", "--ignore-eos",
                     "--repeat-penalty", "1000")[1]
     assert plain != penalised
+
+
+def test_convert_and_run_example_prints_hugging_faces_greedy_text(expected):
+    result = subprocess.run([sys.executable, str(REPO / "examples" / "convert_and_run.py")],
+                            capture_output=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr.decode()
+    prompt = expected["prompts"][0]
+    assert result.stdout.decode("utf-8") == prompt["text"] + prompt["hf_greedy_text"] + "\n"
+
+
+def test_streaming_example_runs(byte_model_path):
+    result = subprocess.run([sys.executable, str(REPO / "examples" / "stream_from_python.py"),
+                             str(byte_model_path), "abc"], capture_output=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.decode("utf-8", errors="replace").splitlines()
+    assert lines[0].startswith("abc") and lines[-1].startswith("greedy next tokens: ")

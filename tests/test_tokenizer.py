@@ -58,9 +58,20 @@ def from_model_file(peer) -> Tokenizer:
     return Tokenizer.from_model_file(peer / "tiny-gptj" / "ggml-model-f16.bin")
 
 
-@pytest.fixture(params=["pretrained", "from_vocab", "from_model_file"])
+@pytest.fixture(scope="module")
+def from_gguf_file(tiny_model_dir, tmp_path_factory) -> Tokenizer:
+    """A GGUF file carries merges.txt, so this is merges mode read from a model file."""
+    from ggml_py.convert import convert_hf
+    from ggml_py.formats.quant import GGMLFileType
+
+    path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
+    convert_hf(tiny_model_dir, GGMLFileType.ALL_F32, path, file_format="gguf")
+    return Tokenizer.from_model_file(path)
+
+
+@pytest.fixture(params=["pretrained", "from_vocab", "from_model_file", "from_gguf_file"])
 def any_tokenizer(request) -> Tokenizer:
-    """The three ways of building GPT-J's tokenizer; all must give Hugging Face's ids."""
+    """The ways of building GPT-J's tokenizer; all must give Hugging Face's ids."""
     return request.getfixturevalue(request.param)
 
 
@@ -240,29 +251,19 @@ def folder_copy(tiny_model_dir, tmp_path) -> Path:
     return tmp_path
 
 
-VARIANTS = json.loads((FIXTURES / "variants.json").read_text())
+VARIANTS = sorted(path.name for path in (FIXTURES / "variants").iterdir())
 
 
-def vocab_and_merges_only(folder: Path) -> None:
-    for name in ("added_tokens.json", "special_tokens_map.json", "tokenizer_config.json"):
-        (folder / name).unlink()
-
-
-def added_tokens_decoder(folder: Path) -> None:
-    """Newer folders list added tokens in tokenizer_config.json's added_tokens_decoder."""
-    added = json.loads((folder / "added_tokens.json").read_text())
-    (folder / "added_tokens.json").unlink()
-    config = json.loads((folder / "tokenizer_config.json").read_text())
-    config["added_tokens_decoder"] = {str(token_id): {"content": token, "special": False} for token, token_id in added.items()}
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-
-
-@pytest.mark.parametrize("make_variant", [vocab_and_merges_only, added_tokens_decoder], ids=lambda make: make.__name__)
-def test_folder_variants_match_hugging_face(folder_copy, make_variant):
-    """Same folders as scripts/make_tokenizer_corpus.py builds for variants.json."""
-    make_variant(folder_copy)
-    expected = VARIANTS[make_variant.__name__]
-    tokenizer = Tokenizer.from_pretrained(folder_copy)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_folder_variants_match_hugging_face(tiny_model_dir, tmp_path, variant):
+    """Added and special tokens in other arrangements (scripts/make_tokenizer_corpus.py, VARIANTS)."""
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(tiny_model_dir / name, tmp_path / name)
+    for side_file in (FIXTURES / "variants" / variant).iterdir():
+        if side_file.name != "expected.json":
+            shutil.copy(side_file, tmp_path / side_file.name)
+    expected = json.loads((FIXTURES / "variants" / variant / "expected.json").read_text())
+    tokenizer = Tokenizer.from_pretrained(tmp_path)
     assert tokenizer.vocab_size == expected["len"]
     assert tokenizer.eos_id == expected["eos_token_id"]
     for row in expected["encodings"]:
@@ -285,12 +286,14 @@ def replace_in(path: Path, old: str, new: str) -> None:
         (lambda f: (f / "vocab.json").write_bytes(b'{"\xff": 1}'), "vocab.json: not UTF-8 text"),
         (lambda f: replace_in(f / "vocab.json", '"!": 0', '"!": -3'), "token '!' has id -3"),
         (lambda f: replace_in(f / "vocab.json", '"!": 0', '"! x": 0'), "vocab.json: token '! x' has character ' '"),
-        (lambda f: replace_in(f / "vocab.json", '"!": 0', '"!!!!!!!!": 0'), "no token for byte 0x21"),
+        (lambda f: replace_in(f / "vocab.json", '"!": 0', '"!~!~!~!~": 0'), "no token for byte 0x21"),
         (lambda f: replace_in(f / "merges.txt", "\u0120 t\n", "\u0120 t x\n"), "merges.txt: line 2: expected two tokens"),
         (lambda f: replace_in(f / "merges.txt", "\u0120 t\n", "\n"), "merges.txt: line 2: expected two tokens"),
         (lambda f: replace_in(f / "merges.txt", "\u0120 t\n", "\u0120 \u0120\n"), "merge 0 .* not in the vocabulary"),
-        (lambda f: replace_in(f / "special_tokens_map.json", '"eos_token": {"content": "<|endoftext|>"',
-                              '"eos_token": {"content": "</s>"'), "eos_token '</s>' is neither in vocab.json"),
+        (lambda f: replace_in(f / "vocab.json", '"!": 0', '"!": 50257'),
+         "vocab.json: ids are not 0..50256, so added token '<|extratoken_1|>' has no free id"),
+        (lambda f: replace_in(f / "tokenizer_config.json", '"add_prefix_space"', '"added_tokens_decoder": {"x": 1}, "a"'),
+         "tokenizer_config.json: added_tokens_decoder entry 'x' is not an id with a token"),
     ],
 )
 def test_bad_tokenizer_files(folder_copy, damage, message):

@@ -399,7 +399,7 @@ def _encode_fixed(value: Any, value_type: GGUFValueType, what: str, path: str) -
         return b"\x01" if value else b"\x00"
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ModelFileError(path, f"{what} must be a number for {value_type.name}, got {value!r}")
-    if _FIXED_DTYPES[value_type].kind in "iu" and int(value) != value:
+    if _FIXED_DTYPES[value_type].kind in "iu" and isinstance(value, (float, np.floating)) and not float(value).is_integer():
         raise ModelFileError(path, f"{what} must be an integer for {value_type.name}, got {value!r}")
     return _encode_fixed_array([value], value_type, what, path)
 
@@ -409,11 +409,12 @@ def _encode_field(field: GGUFField, path: str) -> bytes:
     if not field.key.isascii() or not key_bytes or len(key_bytes) > MAX_KEY_BYTES:
         raise ModelFileError(path, f"metadata key {field.key!r} must be 1 to {MAX_KEY_BYTES} ASCII characters")
     what = f"value of {field.key!r}"
-    parts = [struct.pack("<Q", len(key_bytes)), key_bytes, struct.pack("<I", field.type)]
-    if field.type is GGUFValueType.STRING:
+    value_type = GGUFValueType(field.type)
+    parts = [struct.pack("<Q", len(key_bytes)), key_bytes, struct.pack("<I", value_type)]
+    if value_type is GGUFValueType.STRING:
         parts.append(_encode_string(field.value, what, path))
-    elif field.type is GGUFValueType.ARRAY:
-        element_type = field.element_type
+    elif value_type is GGUFValueType.ARRAY:
+        element_type = None if field.element_type is None else GGUFValueType(field.element_type)
         if element_type is None or element_type is GGUFValueType.ARRAY:
             raise ModelFileError(path, f"{what}: an array needs a non-array element type")
         parts.append(struct.pack("<IQ", element_type, len(field.value)))
@@ -422,14 +423,14 @@ def _encode_field(field: GGUFField, path: str) -> bytes:
         else:
             parts.append(_encode_fixed_array(field.value, element_type, what, path))
     else:
-        parts.append(_encode_fixed(field.value, field.type, what, path))
+        parts.append(_encode_fixed(field.value, value_type, what, path))
     return b"".join(parts)
 
 
 def _writer_alignment(fields: Sequence[GGUFField], path: str) -> int:
     for field in fields:
         if field.key == "general.alignment":
-            if field.type is not GGUFValueType.UINT32 or not isinstance(field.value, int):
+            if field.type != GGUFValueType.UINT32 or not isinstance(field.value, int):
                 raise ModelFileError(path, "general.alignment must be a UINT32")
             if field.value <= 0 or field.value & (field.value - 1):
                 raise ModelFileError(path, f"general.alignment {field.value} is not a power of two")

@@ -9,8 +9,8 @@ ties, infinities and NaN.
 >>> x = ((np.arange(32, dtype=np.float32) - 10) / 4).reshape(1, 32)
 >>> quantize(x, GGMLType.Q8_0)[0, :4].tobytes().hex()
 '4b29c4ca'
->>> float(dequantize(quantize(x, GGMLType.Q8_0), GGMLType.Q8_0, (1, 32))[0, 31])
-5.25
+>>> float(dequantize(quantize(x, GGMLType.Q8_0), GGMLType.Q8_0, (1, 32))[0, 31])  # x[0, 31] = 5.25
+5.251617431640625
 """
 from __future__ import annotations
 
