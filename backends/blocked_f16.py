@@ -3,28 +3,33 @@
 Every 2-D weight remains a view of the model file's memory map (f32, f16 or a quantized block
 format). A matrix product walks the weight in blocks of rows small enough to stay in the CPU
 cache: decode the block to float32, multiply it with the activations through BLAS, move on. The
-rows are split between ``n_threads`` worker threads (NumPy ufuncs and BLAS release the GIL). So
-resident memory is about the file size plus the KV cache, at the cost of decoding the weights
-again on every evaluation.
+rows are split between ``n_threads`` threads (NumPy ufuncs and BLAS release the GIL), the
+calling thread taking one share. Resident memory is about the file size plus the KV cache, at
+the cost of decoding the weights again on every evaluation.
 
-f16 decoding avoids NumPy's slow ``float16 -> float32`` cast: two adjacent f16 values are read as
-one ``uint32``; integer shifts and masks move sign, exponent and mantissa into float32 position
-and a multiplication by 2**112 rebiases the exponent. That is exact for every finite f16 value
-(subnormals included). The even-indexed columns come out first and the odd-indexed ones second,
-so the activations are permuted the same way before the product, which leaves it unchanged.
+Decoders may reorder a row's columns: a decoded block is ``[groups, rows, in / groups]`` where
+group ``g`` holds the columns ``column_order[g * in/groups : (g + 1) * in/groups]``; the
+activations are arranged the same way, the product is taken per group and the groups summed,
+which leaves ``x @ W.T`` unchanged. This lets every decoding step run on whole contiguous arrays:
 
-The block formats (q4_0, q4_1, q5_0, q5_1, q8_0) are decoded with whole-array integer operations
-on 8 bytes at a time rather than per 32-element block: the 4-bit values of every block of a row
-are split into all low nibbles, then all high nibbles (again a column permutation), the fifth bits
-of q5 come from a lookup table indexed by 16 bits at a time, and the scales multiply the result
-once converted to float32. The values are exactly those of ``ggml_py.formats.quant.dequantize``.
+- f16: two halves are read as one ``uint32``. NumPy's ``float16 -> float32`` cast is slow; here
+  integer shifts and masks put sign, exponent and mantissa at float32's positions, giving the
+  even columns (group 0) and the odd columns (group 1) as ``w * 2**-112``, exact for every finite
+  f16 value (subnormals included). The activations are multiplied by ``2**112`` instead of the
+  weights, which saves a pass over the block and changes no rounding (powers of two);
+- q4_0, q4_1, q5_0, q5_1: the 4-bit values of all blocks of the rows are split 8 bytes at a time
+  into low nibbles (elements 0..15 of each block, group 0) and high nibbles (16..31, group 1);
+  q5's fifth bits come from a table indexed by 16 bits of ``qh``; then float32 times the scale
+  (plus the minimum). Values equal ``ggml_py.formats.quant.dequantize``'s exactly;
+- q8_0 and f32: one group, natural order.
 """
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -35,29 +40,30 @@ from ggml_py.formats.quant import BLOCK_FORMATS, GGMLType, dequantize
 # 1 MiB L2 cache of current x86 cores; larger blocks also amortise NumPy's per-call overhead
 BLOCK_ELEMENTS = 1 << 17
 
-_HIGH_HALF = np.uint32(0xFFFF0000)
-_CLEAR_SIGN_COPIES = np.int32(-0x70000001)      # 0x8FFFFFFF
-_EXPONENT_REBIAS = np.float32(2.0 ** 112)        # f16 exponent bias 15 -> f32 bias 127
+F16_SCALE_EXPONENT = 112                         # f16 exponent bias 15 -> f32 bias 127
+_KEEP_SIGN_EXPONENT_MANTISSA = np.int32(-0x70000001)   # 0x8FFFFFFF
+_KEEP_ODD_HALF = np.int32(-0x70002000)                 # 0x8FFFE000
 
 
 def decode_f16_pairs(pairs: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Decode f16 rows read as ``uint32`` pairs ``[r, n/2]`` into float32 ``[r, n]`` held by ``out``
-    (an int32 scratch array), columns ordered even indices first, then odd indices.
+    """Decode f16 rows read as ``uint32`` pairs ``[r, n/2]`` into ``out`` (int32 ``[2, r, n/2]``),
+    returned as float32: the even columns, then the odd columns, each value times ``2**-112``.
 
     >>> w = np.array([[1.5, -2.0, 65504.0, 6e-08]], dtype=np.float16)
-    >>> decode_f16_pairs(w.view(np.uint32), np.empty((1, 4), np.int32)).tolist()
-    [[1.5, 65504.0, -2.0, 5.960464477539063e-08]]
+    >>> (decode_f16_pairs(w.view(np.uint32), np.empty((2, 1, 2), np.int32)) * 2.0**112).tolist()
+    [[[1.5, 65504.0]], [[-2.0, 5.960464477539063e-08]]]
     """
-    half = pairs.shape[1]
-    np.left_shift(pairs, np.uint32(16), out=out[:, :half].view(np.uint32))  # even value -> high half
-    np.bitwise_and(pairs, _HIGH_HALF, out=out[:, half:].view(np.uint32))    # odd value is already there
-    # f16 bits s eeeee mmmmmmmmmm sit at 31..16; an arithmetic shift by 3 puts exponent and
-    # mantissa at float32's positions and smears the sign over bits 31..28; clear 30..28.
-    np.right_shift(out, 3, out=out)
-    np.bitwise_and(out, _CLEAR_SIGN_COPIES, out=out)
-    values = out.view(np.float32)
-    values *= _EXPONENT_REBIAS
-    return values
+    words = pairs.view(np.int32)
+    even, odd = out[0], out[1]
+    # Halves s eeeee mmmmmmmmmm: shifted to bits 31..16 then right by 3 (arithmetic), exponent
+    # and mantissa land at float32's bits 27..13 and the sign is smeared over 31..28; the masks
+    # keep bit 31 and clear 30..28 (and, for the odd half, the even half's bits below 13).
+    np.left_shift(words, 16, out=even)
+    np.right_shift(even, 3, out=even)
+    np.bitwise_and(even, _KEEP_SIGN_EXPONENT_MANTISSA, out=even)
+    np.right_shift(words, 3, out=odd)
+    np.bitwise_and(odd, _KEEP_ODD_HALF, out=odd)
+    return out.view(np.float32)
 
 
 class BlockedMatrix:
@@ -68,13 +74,17 @@ class BlockedMatrix:
         self.type = GGMLType(record.type)
         self.shape = tuple(record.shape)
         n_out, n_in = self.shape
-        self.rows = record.data.reshape(n_out, -1)                # [out, bytes per row]
+        # a plain ndarray view: slicing np.memmap runs Python code for every block
+        self.rows = np.asarray(record.data).reshape(n_out, -1)    # [out, bytes per row]
         self.block_rows = max(1, min(n_out, BLOCK_ELEMENTS // n_in))
-        self.column_order: Optional[np.ndarray] = None            # permutation of x's columns
+        self.column_order: Optional[np.ndarray] = None            # x's columns in decoded order
+        self.groups = 1
+        self.input_exponent = 0                                   # x is multiplied by 2**this
         self._decode: Callable[[int, int, "_Scratch"], np.ndarray]
         if self.type == GGMLType.F16 and n_in % 2 == 0:
             self._pairs = self.rows.view(np.uint32)
             self.column_order = np.concatenate([np.arange(0, n_in, 2), np.arange(1, n_in, 2)])
+            self.groups, self.input_exponent = 2, F16_SCALE_EXPONENT
             self._decode = self._decode_f16
         elif self.type == GGMLType.F32:
             self._values = self.rows.view(np.float32)
@@ -82,7 +92,8 @@ class BlockedMatrix:
         elif self.type in _BLOCK_DECODERS:
             self._decode_block_format = _BLOCK_DECODERS[self.type]
             if self.type != GGMLType.Q8_0:
-                self.column_order = _nibble_split_order(n_in)
+                self.column_order = np.arange(n_in).reshape(-1, 2, 16).transpose(1, 0, 2).reshape(-1)
+                self.groups = 2
             self._decode = self._decode_blocks
         else:                                                     # f16 rows of odd length
             self._decode = self._decode_any
@@ -92,48 +103,65 @@ class BlockedMatrix:
         raw = self.rows[ids]
         return dequantize(raw.reshape(-1), self.type, (len(ids), self.shape[1]))
 
-    def product_rows(self, x_t: np.ndarray, out_t: np.ndarray, start: int, stop: int, scratch: "_Scratch") -> None:
-        """``out_t[start:stop] = W[start:stop] @ x_t`` block by block (x_t: ``[in, T]``, permuted)."""
+    def arrange(self, x: np.ndarray) -> Tuple[np.ndarray, float]:
+        """``x [T, in]`` as this matrix's products need it: ``[groups, in / groups, T]``, scaled
+        by ``2**input_exponent``; and the factor the products must be multiplied by afterwards.
+
+        The scale is lowered when large activations would overflow float32 (then the output
+        factor restores it); results are the same either way.
+        """
+        if self.column_order is not None:
+            x = x[:, self.column_order]
+        exponent, output_factor = self.input_exponent, 1.0
+        if exponent:
+            largest = float(np.abs(x).max())
+            if math.isfinite(largest) and largest >= 2.0**14:
+                excess = math.frexp(largest)[1] - 14              # keep |x| * 2**exponent < 2**126
+                exponent, output_factor = exponent - excess, 2.0**excess
+            x = x * np.float32(2.0**exponent)
+        arranged = np.ascontiguousarray(x.T.reshape(self.groups, -1, x.shape[0]))
+        return arranged, output_factor
+
+    def product_rows(self, x_groups: np.ndarray, out_t: np.ndarray, start: int, stop: int,
+                     scratch: "_Scratch") -> None:
+        """``out_t[start:stop] = W[start:stop] @ x`` block by block; ``x_groups`` from :meth:`arrange`."""
         for begin in range(start, stop, self.block_rows):
             end = min(begin + self.block_rows, stop)
-            block = self._decode(begin, end, scratch)             # float32 [end - begin, in]
-            np.matmul(block, x_t, out=out_t[begin:end])
+            block = self._decode(begin, end, scratch)             # float32 [groups, r, in / groups]
+            if self.groups == 1:
+                np.matmul(block[0], x_groups[0], out=out_t[begin:end])
+            else:                                                 # groups == 2
+                partial = np.matmul(block, x_groups, out=scratch.array("partial", np.float32,
+                                                                        (2, end - begin, out_t.shape[1])))
+                np.add(partial[0], partial[1], out=out_t[begin:end])
 
     def _decode_f16(self, begin: int, end: int, scratch: "_Scratch") -> np.ndarray:
         pairs = self._pairs[begin:end]
         if not pairs.flags.aligned:
             pairs = scratch.copy_of(pairs)
-        return decode_f16_pairs(pairs, scratch.array("f16", np.int32, (end - begin, self.shape[1])))
+        return decode_f16_pairs(pairs, scratch.array("f16", np.int32, (2, end - begin, self.shape[1] // 2)))
 
     def _decode_f32(self, begin: int, end: int, scratch: "_Scratch") -> np.ndarray:
-        return self._values[begin:end]
+        return self._values[None, begin:end]
 
     def _decode_f32_unaligned(self, begin: int, end: int, scratch: "_Scratch") -> np.ndarray:
-        return scratch.copy_of(self._values[begin:end])
+        return scratch.copy_of(self._values[begin:end])[None]
 
     def _decode_any(self, begin: int, end: int, scratch: "_Scratch") -> np.ndarray:
-        return dequantize(self.rows[begin:end].reshape(-1), self.type, (end - begin, self.shape[1]))
+        return dequantize(self.rows[begin:end].reshape(-1), self.type, (1, end - begin, self.shape[1]))
 
     def _decode_blocks(self, begin: int, end: int, scratch: "_Scratch") -> np.ndarray:
         blocks = self.rows[begin:end].reshape(-1, BLOCK_FORMATS[self.type].type_size)  # [r * nb, bytes]
         return self._decode_block_format(blocks, end - begin, scratch)
 
+
 # --- block formats ----------------------------------------------------------------------------
 # Each decoder takes a row block's raw blocks [r * nb, bytes per block] and returns float32
-# [r, nb * 32]: q8_0 in natural column order, the 4/5-bit formats as all low nibbles of the row
-# (elements 0..15 of each block) followed by all high nibbles (elements 16..31).
+# [groups, r, nb * 32 / groups]: q8_0 one group in natural order; the 4/5-bit formats the low
+# nibbles of the rows' blocks (elements 0..15 of each) as group 0, the high nibbles as group 1.
 
 _LOW_NIBBLES = np.uint64(0x0F0F0F0F0F0F0F0F)
 _BYTE_SIGN_BITS = np.uint64(0x8080808080808080)
-
-
-def _nibble_split_order(n_in: int) -> np.ndarray:
-    """Column order of a decoded 4/5-bit row: low halves of every block, then high halves.
-
-    >>> _nibble_split_order(64)[[0, 15, 16, 31, 32, 63]].tolist()
-    [0, 15, 32, 47, 16, 63]
-    """
-    return np.arange(n_in).reshape(-1, 2, 16).transpose(1, 0, 2).reshape(-1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -144,26 +172,26 @@ def _fifth_bit_table() -> np.ndarray:
 
 
 def _scales(blocks: np.ndarray, start: int, n_rows: int, repeat: int) -> np.ndarray:
-    """The f16 field at byte ``start`` of every block, as float32 repeated per element: [r, 1, nb * repeat]."""
+    """The f16 field at byte ``start`` of every block as float32, repeated per element: [r, nb * repeat]."""
     scale = np.ascontiguousarray(blocks[:, start:start + 2]).view("<f2").astype(np.float32)
-    return np.repeat(scale.reshape(n_rows, 1, -1), repeat, axis=2)
+    return np.repeat(scale.reshape(n_rows, -1), repeat, axis=1)
 
 
 def _nibbles(blocks: np.ndarray, start: int, n_rows: int, scratch: "_Scratch") -> np.ndarray:
-    """The 16 bytes of 4-bit pairs at ``start`` split into bytes: uint64 words [r, 2, nb * 2]."""
-    packed = scratch.copy_of(blocks[:, start:start + 16], "packed").view(np.uint64).reshape(n_rows, 1, -1)
-    values = scratch.array("nibbles", np.uint64, (n_rows, 2, packed.shape[2]))
-    np.bitwise_and(packed, _LOW_NIBBLES, out=values[:, :1])
-    np.right_shift(packed, np.uint64(4), out=values[:, 1:])
-    np.bitwise_and(values[:, 1:], _LOW_NIBBLES, out=values[:, 1:])
+    """The 16 bytes of 4-bit pairs at ``start`` split into bytes: uint64 words [2, r, nb * 2]."""
+    packed = scratch.copy_of(blocks[:, start:start + 16], "packed").view(np.uint64).reshape(n_rows, -1)
+    values = scratch.array("nibbles", np.uint64, (2, *packed.shape))
+    np.bitwise_and(packed, _LOW_NIBBLES, out=values[0])
+    np.right_shift(packed, np.uint64(4), out=values[1])
+    np.bitwise_and(values[1], _LOW_NIBBLES, out=values[1])
     return values
 
 
 def _add_fifth_bits(values: np.ndarray, blocks: np.ndarray, start: int, n_rows: int, scratch: "_Scratch") -> None:
-    high = scratch.copy_of(blocks[:, start:start + 4], "qh").view(np.uint32).reshape(n_rows, 1, -1)  # [r, 1, nb]
-    halves = scratch.array("qh halves", np.uint16, (n_rows, 2, high.shape[2]))
-    np.bitwise_and(high, np.uint32(0xFFFF), out=halves[:, :1], casting="unsafe")   # elements 0..15
-    np.right_shift(high, np.uint32(16), out=halves[:, 1:], casting="unsafe")       # elements 16..31
+    high = scratch.copy_of(blocks[:, start:start + 4], "qh").view(np.uint32).reshape(n_rows, -1)  # [r, nb]
+    halves = scratch.array("qh halves", np.uint16, (2, *high.shape))
+    np.bitwise_and(high, np.uint32(0xFFFF), out=halves[0], casting="unsafe")   # elements 0..15
+    np.right_shift(high, np.uint32(16), out=halves[1], casting="unsafe")       # elements 16..31
     fifth = np.take(_fifth_bit_table(), halves.reshape(-1), axis=0,
                     out=scratch.array("fifth", np.uint64, (halves.size, 2)))
     np.bitwise_or(values, fifth.reshape(values.shape), out=values)
@@ -178,14 +206,14 @@ def _subtract_from_bytes(words: np.ndarray, amount: int) -> None:
 
 def _scaled(values: np.ndarray, signed: bool, blocks: np.ndarray, n_rows: int, has_minimum: bool,
             scratch: "_Scratch") -> np.ndarray:
-    """``q * d (+ m)`` from byte values [r, 2, nb * 2 words] and the block's f16 ``d`` (and ``m``)."""
-    shape = (n_rows, 2, values.shape[2] * 8)
+    """``q * d (+ m)`` from byte values [2, r, nb * 2 words] and the blocks' f16 ``d`` (and ``m``)."""
+    shape = (2, n_rows, values.shape[2] * 8)
     out = scratch.array("decoded", np.float32, shape)
     np.copyto(out, values.view(np.int8 if signed else np.uint8).reshape(shape), casting="unsafe")
     np.multiply(out, _scales(blocks, 0, n_rows, 16), out=out)
     if has_minimum:
         np.add(out, _scales(blocks, 2, n_rows, 16), out=out)
-    return out.reshape(n_rows, -1)
+    return out
 
 
 def _decode_q4_0(blocks, n_rows, scratch):                    # d, 16 bytes of nibbles; q - 8
@@ -212,10 +240,10 @@ def _decode_q5_1(blocks, n_rows, scratch):                    # d, m, 32 fifth b
 
 
 def _decode_q8_0(blocks, n_rows, scratch):                    # d, 32 int8
-    out = scratch.array("decoded", np.float32, (n_rows, 1, blocks.shape[0] // n_rows * 32))
+    out = scratch.array("decoded", np.float32, (1, n_rows, blocks.shape[0] // n_rows * 32))
     np.copyto(out.reshape(-1, 32), blocks[:, 2:].view(np.int8), casting="unsafe")
-    np.multiply(out, _scales(blocks, 0, n_rows, 32), out=out)
-    return out.reshape(n_rows, -1)
+    np.multiply(out[0], _scales(blocks, 0, n_rows, 32), out=out[0])
+    return out
 
 
 _BLOCK_DECODERS = {GGMLType.Q4_0: _decode_q4_0, GGMLType.Q4_1: _decode_q4_1, GGMLType.Q5_0: _decode_q5_0,
@@ -223,13 +251,13 @@ _BLOCK_DECODERS = {GGMLType.Q4_0: _decode_q4_0, GGMLType.Q4_1: _decode_q4_1, GGM
 
 
 class _Scratch(threading.local):
-    """Per-thread reusable buffers: allocating 256 KiB per block would map fresh pages each time."""
+    """Per-thread reusable buffers: allocating 512 KiB per block would map fresh pages each time."""
 
     def __init__(self):
         self.buffers: Dict[tuple, np.ndarray] = {}
 
     def array(self, use: str, dtype: type, shape: tuple) -> np.ndarray:
-        key = (use, np.dtype(dtype).str, shape)
+        key = (use, dtype, shape)
         buffer = self.buffers.get(key)
         if buffer is None:
             buffer = self.buffers[key] = np.empty(shape, dtype)
@@ -262,18 +290,18 @@ class BlockedF16Backend(Float32Ops):
         return table.rows_f32(np.asarray(ids))
 
     def linear(self, x: np.ndarray, weight: BlockedMatrix, bias: Optional[np.ndarray] = None) -> np.ndarray:
-        if weight.column_order is not None:
-            x = x[:, weight.column_order]
-        x_t = np.ascontiguousarray(x.T)                            # [in, T]
-        set_blas_threads(1)                                        # the workers are the parallelism
+        x_groups, output_factor = weight.arrange(x)                # [groups, in / groups, T]
+        set_blas_threads(1)                                        # the threads here are the parallelism
         n_out = weight.shape[0]
         out_t = np.empty((n_out, x.shape[0]), dtype=np.float32)   # [out, T]: row blocks contiguous
         (start, stop), *others = _split_rows(n_out, weight.block_rows, self.n_threads)
-        jobs = [self._pool.submit(weight.product_rows, x_t, out_t, a, b, self._scratch) for a, b in others]
-        weight.product_rows(x_t, out_t, start, stop, self._scratch)
+        jobs = [self._pool.submit(weight.product_rows, x_groups, out_t, a, b, self._scratch) for a, b in others]
+        weight.product_rows(x_groups, out_t, start, stop, self._scratch)
         for job in jobs:
             job.result()
         y = np.ascontiguousarray(out_t.T)                          # [T, out]
+        if output_factor != 1.0:
+            y *= np.float32(output_factor)
         if bias is not None:
             y += bias
         return y

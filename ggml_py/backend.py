@@ -199,8 +199,7 @@ def set_blas_threads(count: int) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _openblas_thread_setter() -> Optional[Callable[[int], None]]:
-    import numpy  # noqa: F401  (loads the BLAS library)
-
+    # NumPy, imported above, has loaded its BLAS library: find it among the mapped files
     try:
         with open("/proc/self/maps") as maps:
             libraries = {line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()}

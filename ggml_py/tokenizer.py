@@ -270,6 +270,13 @@ class Tokenizer:
         vocab_ids = _checked_ids(_read_json_object(vocab_path), vocab_path)
         if not vocab_ids:
             raise TokenizerError(vocab_path, "the vocabulary is empty")
+        # Ids index a list, so a forged id of 10**12 would allocate terabytes: allow gaps, but
+        # no more unused ids than used ones.
+        highest_token = max(vocab_ids, key=vocab_ids.__getitem__)
+        if vocab_ids[highest_token] >= 2 * len(vocab_ids):
+            reason = (f"token {highest_token!r} has id {vocab_ids[highest_token]}, but there are only "
+                      f"{len(vocab_ids)} tokens: more than half of the ids up to it would be unused")
+            raise TokenizerError(vocab_path, reason)
         merges = _read_merges(folder / "merges.txt")
         config_path = folder / "tokenizer_config.json"
         config = _read_json_object(config_path) if config_path.is_file() else {}
@@ -520,7 +527,8 @@ def _added_tokens_decoder(config: dict, path: Path) -> Dict[str, int]:
     added = {}
     for key, value in (config.get("added_tokens_decoder") or {}).items():
         content = _token_content(value)
-        if content is None or not key.isdigit():
+        # isascii: str.isdigit also accepts digits such as "²" that int() refuses
+        if content is None or not (key.isascii() and key.isdigit() and len(key) <= 18):
             raise TokenizerError(path, f"added_tokens_decoder entry {key!r} is not an id with a token")
         added[content] = int(key)
     return added

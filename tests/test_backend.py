@@ -84,13 +84,14 @@ def test_blocked_f16_keeps_weights_in_the_file_bytes():
 
 
 def test_f16_pair_decoding_is_exact_for_every_finite_half():
-    from backends.blocked_f16 import decode_f16_pairs
+    from backends.blocked_f16 import F16_SCALE_EXPONENT, decode_f16_pairs
 
     halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
     finite = halves[np.isfinite(halves)]
     finite = finite[: finite.size // 2 * 2].reshape(1, -1)
-    decoded = decode_f16_pairs(finite.view(np.uint32), np.empty(finite.shape, np.int32))
-    expected = np.concatenate([finite[:, 0::2], finite[:, 1::2]], axis=1).astype(np.float32)
+    decoded = decode_f16_pairs(finite.view(np.uint32), np.empty((2, 1, finite.size // 2), np.int32))
+    decoded = decoded * np.float32(2.0**F16_SCALE_EXPONENT)
+    expected = np.stack([finite[:, 0::2], finite[:, 1::2]]).astype(np.float32)
     assert np.array_equal(decoded.view(np.uint32), expected.view(np.uint32))   # signed zeros too
 
 
@@ -134,7 +135,7 @@ def test_out_of_tree_example_backend_installs_with_pip_and_passes_the_suite(tmp_
     assert "example-float64  ggml_py_example_backend:Float64Backend" in example.stdout
 
 
-def test_backends_command_lists_names_origins_and_the_default(monkeypatch):
+def test_backends_command_lists_names_origins_and_the_default():
     result = _run("-m", "ggml_py", "backends", cwd=REPO, env={"GGML_PY_BACKEND": "blocked-f16"})
     assert result.returncode == 0
     lines = result.stdout.splitlines()

@@ -53,11 +53,10 @@ def read_zip(path: str, file_size: int) -> Dict[str, LazyTensor]:
         pickle_info = records.get(f"{prefix}/data.pkl")
         if pickle_info is None:
             raise CheckpointError(path, f"no {prefix}/data.pkl in the archive")
-        big_endian = _byteorder(path, archive, records.get(f"{prefix}/byteorder"), file_size) == "big"
+        big_endian = _byteorder(path, file, archive, records.get(f"{prefix}/byteorder"), file_size) == "big"
         storages = _ZipStorages(path, file, records, prefix, file_size, big_endian)
-        pickle_bytes = _read_record(path, archive, pickle_info, file_size)
-        stored = pickle_info.compress_type == zipfile.ZIP_STORED
-        origin = _data_offset(path, file, pickle_info, file_size) if stored else None
+        pickle_bytes, pickle_offset = _read_record(path, file, archive, pickle_info, file_size)
+        origin = pickle_offset if pickle_info.compress_type == zipfile.ZIP_STORED else None
         root, _ = unpickle(pickle_bytes, 0, path, pickle_info.filename, storages.load, origin)
     return collect_tensors(path, root)
 
@@ -139,28 +138,44 @@ def _data_offset(path: str, file: BinaryIO, info: zipfile.ZipInfo, file_size: in
     return offset
 
 
-def _check_expansion(path: str, info: zipfile.ZipInfo) -> None:
+def _checked_record(path: str, file: BinaryIO, info: zipfile.ZipInfo, file_size: int) -> int:
+    """The file offset of a record's data, once its sizes are known to be safe to read: its stored
+    bytes end within the file (zipfile would otherwise allocate the forged compressed size up
+    front), a compressed record expands by at most deflate's 1032:1 and, like any record, to no
+    more than the whole file (weights barely compress), so reading it costs at most about twice
+    the file's size."""
+    offset = _data_offset(path, file, info, file_size)
+    if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+        raise CheckpointError(
+            path, f"{info.filename} is stored uncompressed but claims {info.file_size} bytes in {info.compress_size}", offset
+        )
     if info.compress_type != zipfile.ZIP_STORED and info.file_size > _MAX_EXPANSION * info.compress_size + 1024:
         raise CheckpointError(
             path,
             f"{info.filename} claims {info.file_size} bytes from {info.compress_size} compressed bytes "
             f"(more than {_MAX_EXPANSION}:1, a zip bomb?)",
+            offset,
         )
-
-
-def _read_record(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, file_size: int) -> bytes:
-    """A small record read whole (data.pkl, byteorder): never more bytes than the file has."""
     if info.file_size > file_size:
-        raise CheckpointError(path, f"{info.filename} claims {info.file_size} bytes, more than the whole file")
-    _check_expansion(path, info)
+        raise CheckpointError(path, f"{info.filename} claims {info.file_size} bytes, more than the whole file", offset)
+    return offset
+
+
+def _read_record(
+    path: str, file: BinaryIO, archive: zipfile.ZipFile, info: zipfile.ZipInfo, file_size: int
+) -> Tuple[bytes, int]:
+    """A small record read whole (data.pkl, byteorder), and the file offset of its data."""
+    offset = _checked_record(path, file, info, file_size)
     with _zip_errors(path):
-        return archive.read(info)
+        return archive.read(info), offset
 
 
-def _byteorder(path: str, archive: zipfile.ZipFile, info: "zipfile.ZipInfo | None", file_size: int) -> str:
+def _byteorder(
+    path: str, file: BinaryIO, archive: zipfile.ZipFile, info: "zipfile.ZipInfo | None", file_size: int
+) -> str:
     if info is None:
         return "little"  # files from before torch 2.1 have no record; torch assumes little-endian
-    value = _read_record(path, archive, info, file_size)
+    value, _ = _read_record(path, file, archive, info, file_size)
     if value not in (b"little", b"big"):
         raise CheckpointError(path, f"byteorder record is {describe(value)}, not 'little' or 'big'")
     return value.decode()
@@ -231,11 +246,10 @@ class _ZipStorages:
                 f"storage {key!r} declares {numel} elements ({nbytes} bytes) but {info.filename} "
                 f"holds {info.file_size} bytes"
             )
+        offset = _checked_record(self.path, self.file, info, self.file_size)
         if info.compress_type == zipfile.ZIP_STORED:
-            offset = _data_offset(self.path, self.file, info, self.file_size)
             storage: Storage = MappedStorage(self.path, offset, nbytes, self.file_size, self.big_endian)
         else:
-            _check_expansion(self.path, info)
             storage = _ZipEntryStorage(self.path, info, self.file_size, self.big_endian)
         self.loaded[key] = TypedStorage(storage, storage_type.dtype)
         return self.loaded[key]

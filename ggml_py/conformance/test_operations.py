@@ -101,6 +101,18 @@ def test_linear_is_exact_for_single_products_of_extreme_values(conformance_backe
     np.testing.assert_array_equal(out, w.T)
 
 
+@pytest.mark.parametrize("ggml_type", ALL_TYPES, ids=lambda t: t.short_name)
+@pytest.mark.parametrize("magnitude", [3e5, 1e30])
+def test_linear_handles_huge_activations(conformance_backend, ggml_type, magnitude):
+    rng = _rng("huge", ggml_type, magnitude)
+    record = reference.tensor_record("w", rng.standard_normal((40, 64)), ggml_type, misalign=2)
+    handle = _prepare(conformance_backend, w=record)["w"]
+    x = (magnitude * rng.standard_normal((3, 64))).astype(np.float32)
+    out = conformance_backend.linear(x, handle)
+    assert np.isfinite(out).all()
+    _assert_linear_close(out, x, reference.decoded(record), None)
+
+
 def test_linear_does_not_depend_on_thread_count(conformance_make_backend):
     rng = _rng("threads")
     w = rng.standard_normal((777, 128))
