@@ -8,6 +8,7 @@ whose float32 weights exceed ``MemAvailable`` in ``/proc/meminfo``.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
@@ -36,9 +37,13 @@ class NumpyBlasBackend(Float32Ops):
                 f"numpy-blas needs {needed / 2**30:.2f} GiB for float32 weights but only "
                 f"{available / 2**30:.2f} GiB of memory is available; use the blocked-f16 backend",
             )
-        # own, aligned, contiguous copies: BLAS must never read the (unaligned) memory map
-        return {name: np.require(dequantize(t.data, t.type, t.shape), np.float32, ["C", "A", "O"])
-                for name, t in tensors.items()}
+        # own, aligned, contiguous copies: BLAS must never read the (unaligned) memory map.
+        # Decoding runs in NumPy passes that release the GIL: one tensor per thread at a time.
+        def to_float32(t: TensorRecord) -> np.ndarray:
+            return np.require(dequantize(t.data, t.type, t.shape), np.float32, ["C", "A", "O"])
+
+        with ThreadPoolExecutor(self.n_threads) as pool:
+            return dict(zip(tensors, pool.map(to_float32, tensors.values())))
 
     def embedding(self, table: np.ndarray, ids: np.ndarray) -> np.ndarray:
         return table[ids]

@@ -71,6 +71,38 @@ def _existing_path(text: str) -> str:
     return text
 
 
+def _existing_file(text: str) -> str:
+    """argparse type for an input file: a usage error when it does not exist or is a folder."""
+    if os.path.isdir(_existing_path(text)):
+        raise argparse.ArgumentTypeError(f"{text}: is a folder, a file is expected")
+    return text
+
+
+def _utf8_text(text: str) -> str:
+    """argparse type for text that must be UTF-8: argument bytes that are not arrive as lone
+    surrogates (Python's surrogateescape), and would otherwise fail much later."""
+    try:
+        os.fsencode(text).decode("utf-8")
+    except UnicodeEncodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid UTF-8 (a lone surrogate at character {error.start})") from None
+    except UnicodeDecodeError as error:
+        raise argparse.ArgumentTypeError(
+            f"not valid UTF-8 (byte 0x{error.object[error.start]:02x} at byte {error.start} of the argument)"
+        ) from None
+    return text
+
+
+def _output_file(text: str) -> str:
+    """argparse type for an output file: a usage error, before any work is done, when it is a
+    folder or its folder does not exist."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text}: is a folder, give the path of the file to write")
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"{text}: no such folder {folder}")
+    return text
+
+
 # --- ls (checkpoints) --------------------------------------------------------------------------
 
 
@@ -160,7 +192,7 @@ def _file_type_argument(choices: List[str]) -> Callable[[str], "object"]:
 @_subcommand
 def _add_info(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("info", help="show a model file's header, vocabulary size and tensors")
-    parser.add_argument("file", type=_existing_path, help="ggml GPT-J or GGUF model file")
+    parser.add_argument("file", type=_existing_file, help="ggml GPT-J or GGUF model file")
     parser.set_defaults(handler=_info)
 
 
@@ -215,7 +247,7 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--vocab-dir", type=_existing_path,
                         help="tokenizer folder whose merges.txt goes into the GGUF file of a model file "
                         "(default: merges derived from the vocabulary)")
-    parser.add_argument("--outfile", help="output path (default HF_DIR/ggml-model-<outtype>.bin or .gguf; "
+    parser.add_argument("--outfile", type=_output_file, help="output path (default HF_DIR/ggml-model-<outtype>.bin or .gguf; "
                         "for a model file, the same name with .gguf)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.set_defaults(handler=_convert)
@@ -256,8 +288,8 @@ def _add_quantize(subparsers: argparse._SubParsersAction) -> None:
         description="Quantize the 2-D weights of an f32 or f16 ggml GPT-J file, byte-identical with "
         "ggml's gpt-j-quantize.",
     )
-    parser.add_argument("input", type=_existing_path, help="f32 or f16 ggml GPT-J file")
-    parser.add_argument("output", help="quantized file to write")
+    parser.add_argument("input", type=_existing_file, help="f32 or f16 ggml GPT-J file")
+    parser.add_argument("output", type=_output_file, help="quantized file to write")
     parser.add_argument("type", type=_file_type_argument(_QUANTIZE_TYPES),
                         help="q4_0, q4_1, q5_0, q5_1, q8_0, or ggml's ftype number 2, 3, 8, 9, 7")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
@@ -315,8 +347,9 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
         "stderr. The prompt is evaluated in chunks of --batch_size tokens. Unlike ggml, "
         "--repeat-penalty and --ignore-eos take effect.",
     )
-    parser.add_argument("-m", "--model", required=True, type=_existing_path, help="ggml or GGUF GPT-J model file")
-    parser.add_argument("-p", "--prompt", default="", help="prompt to start generation with (default: random)")
+    parser.add_argument("-m", "--model", required=True, type=_existing_file, help="ggml or GGUF GPT-J model file")
+    parser.add_argument("-p", "--prompt", default="", type=_utf8_text,
+                        help="prompt to start generation with (default: random)")
     parser.add_argument("-f", "--file", help="append this file's text to the prompt (one trailing newline removed)")
     parser.add_argument("-s", "--seed", type=int, default=-1, help="RNG seed (default: -1, the current time)")
     parser.add_argument("-t", "--threads", type=int, default=min(4, os.cpu_count() or 1),
@@ -369,6 +402,10 @@ def _run(args: argparse.Namespace) -> int:
     print(f"main: backend = {model.backend.name}, {args.threads} threads", file=sys.stderr)
 
     prompt_ids = model.tokenizer.encode(prompt)
+    room = hp.n_ctx - len(prompt_ids)
+    if args.n_predict > room >= 0:  # ggml stops at the end of the context too; say so
+        print(f"ggml-py: warning: -n {args.n_predict} is beyond the context: {hp.n_ctx} positions, "
+              f"{len(prompt_ids)} taken by the prompt, so at most {room} tokens are generated", file=sys.stderr)
     timings = Timings()
     tokens = model.generate_ids(prompt_ids, args.n_predict, Sampler(settings, seed, rng),
                                 n_batch=args.batch_size, stop_at_eos=not args.ignore_eos, timings=timings)

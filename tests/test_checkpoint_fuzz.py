@@ -2,7 +2,9 @@
 
 Mutations hit whole files (zip directory, local headers, legacy blobs, safetensors headers) and,
 because a zip's CRC rejects most changes to data.pkl before the pickle runs, also the pickle
-itself re-zipped with a correct CRC.
+itself re-zipped with a correct CRC. Each file is read by the fuzz target of
+tests/fuzz/targets.py, which also bounds its time and memory (tests/test_robustness_fuzz.py has
+the other campaigns).
 """
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import ggml_py
 from conftest import REPO
+from fuzz import targets
 
 FIXTURES = REPO / "tests" / "fixtures" / "checkpoints"
 FILES = ["dtypes.pt", "views.pt", "compressed.pt", "legacy.pt", "big_endian.pt", "dtypes.safetensors"]
@@ -23,14 +25,7 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 def read_everything(data: bytes, suffix: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"mutant{suffix}"
-        path.write_bytes(data)
-        try:
-            checkpoint = ggml_py.open_checkpoint(path)
-            for name in checkpoint:
-                checkpoint[name].numpy()
-        except ggml_py.CheckpointError as error:
-            assert str(path) in str(error) and "\n" not in str(error)
+        targets.checkpoint_file(data, Path(folder), suffix)
 
 
 def mutate(data: bytes, edits, cut) -> bytes:

@@ -24,7 +24,7 @@ from fuzz.campaigns import CAMPAIGNS
 CRASHERS = REPO / "tests" / "fixtures" / "crashers"
 
 # Examples per campaign: about 40 s in all on two cores, with test_checkpoint_fuzz.py's 3 s.
-BUDGET = {"model": 500, "zip": 250, "pickle": 500, "safetensors": 300, "tokenizer": 300, "text": 300, "ids": 200}
+BUDGET = {"model": 1400, "zip": 500, "pickle": 1600, "safetensors": 1000, "tokenizer": 700, "text": 1000, "ids": 1000}
 
 
 @pytest.fixture(scope="module")

@@ -53,10 +53,10 @@ def _reader(path: str, head: bytes) -> Callable[[str, int], Dict[str, LazyTensor
     if head.startswith(_LFS_POINTER):
         raise CheckpointError(path, f"a Git LFS pointer{_lfs_size(head)}, not the weights: run `git lfs pull`")
     if not head:
-        raise CheckpointError(path, "empty file")
+        raise CheckpointError(path, "empty file", 0)
     if head[257:262] == b"ustar":
         raise CheckpointError(path, "a tar checkpoint from torch < 0.4, which is not supported")
-    raise CheckpointError(path, f"not a checkpoint (unknown format, first bytes {head[:8].hex(' ')})")
+    raise CheckpointError(path, f"not a checkpoint (unknown format, first bytes {head[:8].hex(' ')})", 0)
 
 
 def read_folder(folder: str) -> Dict[str, LazyTensor]:

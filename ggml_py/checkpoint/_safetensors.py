@@ -17,6 +17,7 @@ from ggml_py.errors import CheckpointError
 
 MAX_HEADER_SIZE = 100_000_000  # the reference reader's limit
 _LENGTH = struct.Struct("<Q")
+HEADER_START = _LENGTH.size
 
 
 def looks_like_safetensors(head: bytes) -> bool:
@@ -33,14 +34,19 @@ def read_safetensors(path: str, file_size: int) -> Dict[str, LazyTensor]:
     with open(path, "rb") as file:
         prefix = file.read(_LENGTH.size)
         if len(prefix) < _LENGTH.size:
-            raise CheckpointError(path, "safetensors header too small")
+            raise CheckpointError(path, "safetensors header too small", 0)
         (length,) = _LENGTH.unpack(prefix)
         if length > MAX_HEADER_SIZE:
             raise CheckpointError(path, f"safetensors header of {length} bytes is larger than {MAX_HEADER_SIZE}", 0)
         if length > file_size - _LENGTH.size:
             raise CheckpointError(path, f"safetensors header of {length} bytes runs past the end of the file", 0)
         header = _parse_header(path, file.read(length))
-    data_start = _LENGTH.size + length
+    data_start = HEADER_START + length
+    # Problems in the header point at its start, problems with the data at the bytes concerned
+    # (or the end of the file, for ranges beyond it).
+    def at(data_offset: int) -> int:
+        return min(data_start + data_offset, file_size)
+
     entries = []
     for name, entry in header.items():
         if name != "__metadata__":
@@ -51,17 +57,18 @@ def read_safetensors(path: str, file_size: int) -> Dict[str, LazyTensor]:
     expected = 0
     for name, dtype_code, shape, begin, end in entries:
         if begin != expected:
-            raise CheckpointError(path, f"invalid offset for tensor {name!r}: starts at {begin}, expected {expected}")
+            reason = f"invalid offset for tensor {name!r}: starts at {begin}, expected {expected}"
+            raise CheckpointError(path, reason, at(min(begin, expected)))
         expected = end
         dtype = TORCH_DTYPES[SAFETENSORS_DTYPES[dtype_code]]
         if end - begin != math.prod(shape) * dtype.itemsize:
-            raise CheckpointError(path, f"tensor {name!r}: {end - begin} bytes do not hold {dtype_code} {shape}")
+            reason = f"tensor {name!r}: {end - begin} bytes do not hold {dtype_code} {shape}"
+            raise CheckpointError(path, reason, at(begin))
         storage = MappedStorage(path, data_start + begin, end - begin, file_size)
         tensors[name] = LazyTensor(name, storage, dtype, shape)
     if data_start + expected != file_size:
-        raise CheckpointError(
-            path, f"the tensors cover {expected} data bytes but the file holds {file_size - data_start}"
-        )
+        reason = f"the tensors cover {expected} data bytes but the file holds {file_size - data_start}"
+        raise CheckpointError(path, reason, at(expected))
     return tensors
 
 
@@ -71,38 +78,54 @@ def _parse_header(path: str, raw: bytes) -> dict:
     def unique(pairs: List[Tuple[str, object]]) -> dict:
         result = dict(pairs)
         if len(result) != len(pairs):
-            duplicated.append(next(key for key, _ in pairs if sum(other == key for other, _ in pairs) > 1))
+            seen = set()
+            for key, _ in pairs:  # a set, not a count per key: 100k keys must not cost 10**10 steps
+                if key in seen:
+                    duplicated.append(key)
+                    break
+                seen.add(key)
         return result
 
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=unique)
-    except (UnicodeDecodeError, ValueError, RecursionError) as error:
-        raise CheckpointError(path, f"safetensors header is not valid JSON: {type(error).__name__}") from None
+        text = raw.decode("utf-8")
+        header = json.loads(text, object_pairs_hook=unique)
+    except UnicodeDecodeError as error:
+        where = HEADER_START + error.start
+        raise CheckpointError(path, "safetensors header is not valid JSON: not UTF-8", where) from None
+    except json.JSONDecodeError as error:  # .pos counts characters
+        where = HEADER_START + len(text[: error.pos].encode())
+        raise CheckpointError(path, f"safetensors header is not valid JSON: {error.msg}", where) from None
+    except (ValueError, RecursionError) as error:  # numbers too long to convert, nesting too deep
+        reason = f"safetensors header is not valid JSON: {type(error).__name__}"
+        raise CheckpointError(path, reason, HEADER_START) from None
     if duplicated:
-        raise CheckpointError(path, f"safetensors header has the name {describe(duplicated[0])} twice")
+        raise CheckpointError(path, f"safetensors header has the name {describe(duplicated[0])} twice", HEADER_START)
     if not isinstance(header, dict):
-        raise CheckpointError(path, "safetensors header is not a JSON object")
+        raise CheckpointError(path, "safetensors header is not a JSON object", HEADER_START)
     metadata = header.get("__metadata__")
     if metadata is not None and (
         not isinstance(metadata, dict) or not all(isinstance(value, str) for value in metadata.values())
     ):
-        raise CheckpointError(path, "safetensors __metadata__ must map strings to strings")
+        raise CheckpointError(path, "safetensors __metadata__ must map strings to strings", HEADER_START)
     return header
 
 
 def _entry(path: str, name: str, entry: object) -> Tuple[str, list, int, int]:
+    def refused(reason: str) -> CheckpointError:
+        return CheckpointError(path, f"tensor {name!r}: {reason}", HEADER_START)
+
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
-        raise CheckpointError(path, f"tensor {name!r}: header entry needs dtype, shape and data_offsets")
+        raise refused("header entry needs dtype, shape and data_offsets")
     dtype_code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype_code, str) or dtype_code not in SAFETENSORS_DTYPES:
-        raise CheckpointError(path, f"tensor {name!r}: dtype {describe(dtype_code)} is not supported")
+        raise refused(f"dtype {describe(dtype_code)} is not supported")
     if not isinstance(shape, list) or not all(type(size) is int and size >= 0 for size in shape):
-        raise CheckpointError(path, f"tensor {name!r}: shape must be a list of non-negative integers")
+        raise refused("shape must be a list of non-negative integers")
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
         or not all(type(offset) is int for offset in offsets)
         or not 0 <= offsets[0] <= offsets[1]
     ):
-        raise CheckpointError(path, f"tensor {name!r}: data_offsets must be [begin, end] with 0 <= begin <= end")
+        raise refused("data_offsets must be [begin, end] with 0 <= begin <= end")
     return dtype_code, shape, offsets[0], offsets[1]

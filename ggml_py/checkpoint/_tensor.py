@@ -33,6 +33,8 @@ class Storage(abc.ABC):
     dropped its arrays (a converter streams a 12 GB checkpoint one tensor at a time).
     """
 
+    offset: Optional[int] = None  # where the bytes start in the file, if they are stored as they are
+
     def __init__(self, path: str, nbytes: int, file_size: int, big_endian: bool = False):
         self.path = path
         self.nbytes = nbytes
@@ -130,7 +132,7 @@ class LazyTensor:
         return f"LazyTensor({self.name!r}, shape={self.shape}, dtype={self.dtype})"
 
     def _fail(self, reason: str) -> CheckpointError:
-        return CheckpointError(self._storage.path, f"tensor {self.name!r}: {reason}")
+        return CheckpointError(self._storage.path, f"tensor {self.name!r}: {reason}", self._storage.offset)
 
     def _sizes(self, values: object, what: str) -> Tuple[int, ...]:
         if not isinstance(values, (tuple, list)) or len(values) > MAX_NDIM:

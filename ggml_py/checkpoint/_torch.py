@@ -12,7 +12,7 @@ import mmap
 import struct
 import zipfile
 import zlib
-from typing import BinaryIO, Dict, Iterator, List, Tuple
+from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -44,7 +44,7 @@ _ZIP_ERRORS = (
 def read_zip(path: str, file_size: int) -> Dict[str, LazyTensor]:
     """The tensors of a torch zip archive (``torch.save`` since torch 1.6)."""
     with open(path, "rb") as file:
-        with _zip_errors(path):
+        with _zip_errors(path, file_size):
             archive = zipfile.ZipFile(file)
         records = {info.filename: info for info in archive.infolist()}
         prefix = _archive_prefix(path, archive.infolist())
@@ -69,16 +69,20 @@ def read_legacy(path: str, file_size: int) -> Dict[str, LazyTensor]:
         magic, position = unpickle(data, 0, path, "magic number")
         if type(magic) is not int or magic != LEGACY_MAGIC:
             raise CheckpointError(path, "not a torch checkpoint: the first pickle is not torch's magic number", 0)
+        version_offset = position
         version, position = unpickle(data, position, path, "protocol version")
         if type(version) is not int or version != LEGACY_PROTOCOL:
-            raise CheckpointError(path, f"legacy protocol version {describe(version)} (only 1001 exists)")
+            reason = f"legacy protocol version {describe(version)} (only 1001 exists)"
+            raise CheckpointError(path, reason, version_offset)
+        system_info_offset = position
         system_info, position = unpickle(data, position, path, "sys_info")
         if type(system_info) is not dict:
-            raise CheckpointError(path, f"sys_info is {describe(system_info)}, not a dict")
+            raise CheckpointError(path, f"sys_info is {describe(system_info)}, not a dict", system_info_offset)
         storages = _LegacyStorages(path, file_size)
         root, position = unpickle(data, position, path, "object pickle", storages.load)
+        keys_offset = position
         keys, position = unpickle(data, position, path, "storage key list")
-        storages.place(data, position, keys)
+        storages.place(data, position, keys, keys_offset)
     finally:
         data.close()
     return collect_tensors(path, root)
@@ -107,13 +111,15 @@ def collect_tensors(path: str, root: object) -> Dict[str, LazyTensor]:
 
 
 @contextlib.contextmanager
-def _zip_errors(path: str) -> Iterator[None]:
+def _zip_errors(path: str, offset: int) -> Iterator[None]:
+    """zipfile's errors as CheckpointError at ``offset``: the end of the file (where the zip
+    directory is) while the archive is opened, else the record being read."""
     try:
         yield
     except CheckpointError:
         raise
     except _ZIP_ERRORS as error:
-        raise CheckpointError(path, f"broken or truncated zip archive: {error}") from None
+        raise CheckpointError(path, f"broken or truncated zip archive: {error}", offset) from None
 
 
 def _archive_prefix(path: str, infos: List[zipfile.ZipInfo]) -> str:
@@ -126,7 +132,7 @@ def _archive_prefix(path: str, infos: List[zipfile.ZipInfo]) -> str:
 def _data_offset(path: str, file: BinaryIO, info: zipfile.ZipInfo, file_size: int) -> int:
     """File offset of a record's data, from its *local* header (whose extra field, torch's
     alignment padding, differs from the central directory's)."""
-    with _zip_errors(path):
+    with _zip_errors(path, info.header_offset):
         file.seek(info.header_offset)
         header = file.read(_LOCAL_HEADER.size)
     if len(header) < _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
@@ -146,9 +152,8 @@ def _checked_record(path: str, file: BinaryIO, info: zipfile.ZipInfo, file_size:
     the file's size."""
     offset = _data_offset(path, file, info, file_size)
     if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
-        raise CheckpointError(
-            path, f"{info.filename} is stored uncompressed but claims {info.file_size} bytes in {info.compress_size}", offset
-        )
+        reason = f"{info.filename} is stored uncompressed but claims {info.file_size} bytes in {info.compress_size}"
+        raise CheckpointError(path, reason, offset)
     if info.compress_type != zipfile.ZIP_STORED and info.file_size > _MAX_EXPANSION * info.compress_size + 1024:
         raise CheckpointError(
             path,
@@ -166,7 +171,7 @@ def _read_record(
 ) -> Tuple[bytes, int]:
     """A small record read whole (data.pkl, byteorder), and the file offset of its data."""
     offset = _checked_record(path, file, info, file_size)
-    with _zip_errors(path):
+    with _zip_errors(path, offset):
         return archive.read(info), offset
 
 
@@ -175,9 +180,9 @@ def _byteorder(
 ) -> str:
     if info is None:
         return "little"  # files from before torch 2.1 have no record; torch assumes little-endian
-    value, _ = _read_record(path, file, archive, info, file_size)
+    value, offset = _read_record(path, file, archive, info, file_size)
     if value not in (b"little", b"big"):
-        raise CheckpointError(path, f"byteorder record is {describe(value)}, not 'little' or 'big'")
+        raise CheckpointError(path, f"byteorder record is {describe(value)}, not 'little' or 'big'", offset)
     return value.decode()
 
 
@@ -208,13 +213,15 @@ def _same_storage(known: TypedStorage, storage_type: StorageType, numel: int, ke
 class _ZipEntryStorage(Storage):
     """A compressed record (a re-zipped archive): decompressed on each ``buffer()`` miss."""
 
-    def __init__(self, path: str, info: zipfile.ZipInfo, file_size: int, big_endian: bool):
+    def __init__(self, path: str, info: zipfile.ZipInfo, record_offset: int, file_size: int, big_endian: bool):
         super().__init__(path, info.file_size, file_size, big_endian)
         self._info = info
+        self._record_offset = record_offset  # of the compressed bytes, for errors
 
     def _load(self) -> np.ndarray:
-        with _zip_errors(self.path), open(self.path, "rb") as file, zipfile.ZipFile(file) as archive:
-            return np.frombuffer(archive.read(self._info), dtype=np.uint8)
+        with _zip_errors(self.path, self._record_offset), open(self.path, "rb") as file:
+            with zipfile.ZipFile(file) as archive:
+                return np.frombuffer(archive.read(self._info), dtype=np.uint8)
 
 
 class _ZipStorages:
@@ -250,7 +257,7 @@ class _ZipStorages:
         if info.compress_type == zipfile.ZIP_STORED:
             storage: Storage = MappedStorage(self.path, offset, nbytes, self.file_size, self.big_endian)
         else:
-            storage = _ZipEntryStorage(self.path, info, self.file_size, self.big_endian)
+            storage = _ZipEntryStorage(self.path, info, offset, self.file_size, self.big_endian)
         self.loaded[key] = TypedStorage(storage, storage_type.dtype)
         return self.loaded[key]
 
@@ -261,6 +268,10 @@ class _StorageSlice(Storage):
     def __init__(self, root: Storage, start: int, nbytes: int):
         super().__init__(root.path, nbytes, root.file_size, root.big_endian)
         self._root, self._start = root, start
+
+    @property
+    def offset(self) -> Optional[int]:
+        return None if self._root.offset is None else self._root.offset + self._start
 
     def _load(self) -> np.ndarray:
         return self._root.buffer()[self._start : self._start + self.nbytes]
@@ -296,13 +307,14 @@ class _LegacyStorages:
             )
         return self.views[view_key]
 
-    def place(self, data: mmap.mmap, position: int, keys: object) -> None:
-        """Walk the blobs after the key list: an int64 element count, then the data."""
+    def place(self, data: mmap.mmap, position: int, keys: object, keys_offset: int) -> None:
+        """Walk the blobs after the key list (pickled at ``keys_offset``): an int64 element count,
+        then the data."""
         if type(keys) is not list or any(type(key) is not str for key in keys) or len(set(keys)) != len(keys):
-            raise CheckpointError(self.path, "the storage key list is not a list of distinct strings")
+            raise CheckpointError(self.path, "the storage key list is not a list of distinct strings", keys_offset)
         if set(keys) != set(self.roots):
             missing = sorted(set(self.roots) - set(keys)) or sorted(set(keys) - set(self.roots))
-            raise CheckpointError(self.path, f"storage keys and tensors disagree (e.g. {missing[0]!r})")
+            raise CheckpointError(self.path, f"storage keys and tensors disagree (e.g. {missing[0]!r})", keys_offset)
         for key in keys:
             root = self.roots[key]
             if position + 8 > self.file_size:

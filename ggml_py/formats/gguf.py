@@ -220,7 +220,8 @@ class GGUFReader:
 
     ``fields``: ``dict[str, GGUFField]`` in file order; ``tensors``: ``dict[str, TensorInfo]``
     in file order, keyed by the names in the file; ``version``, ``alignment`` and
-    ``data_offset`` (absolute start of the tensor data section).
+    ``data_offset`` (absolute start of the tensor data section). ``offset_of(key)`` is where a
+    key's entry starts, for error messages about its value.
     """
 
     def __init__(self, path: "str | os.PathLike[str]"):
@@ -254,6 +255,7 @@ class GGUFReader:
 
     def _read_fields(self, cursor: _Cursor) -> Dict[str, GGUFField]:
         fields: Dict[str, GGUFField] = {}
+        self._field_offsets: Dict[str, int] = {}
         for _ in range(self._field_count):
             start = cursor.pos
             key = cursor.string("metadata key")
@@ -262,16 +264,22 @@ class GGUFReader:
             value_type = cursor.value_type(f"value type of {key!r}")
             value, element_type = cursor.value(value_type, f"value of {key!r}")
             fields[key] = GGUFField(key, value_type, value, element_type)
+            self._field_offsets[key] = start
         return fields
+
+    def offset_of(self, key: str) -> Optional[int]:
+        """The file offset of a metadata key's entry, or None when the file has no such key."""
+        return self._field_offsets.get(key)
 
     def _alignment(self) -> int:
         field = self.fields.get("general.alignment")
         if field is None:
             return DEFAULT_ALIGNMENT
+        where = self.offset_of("general.alignment")
         if field.type is not GGUFValueType.UINT32:
-            raise ModelFileError(self.path, f"general.alignment has type {field.type.name}, expected UINT32")
+            raise ModelFileError(self.path, f"general.alignment has type {field.type.name}, expected UINT32", where)
         if field.value == 0 or field.value & (field.value - 1):
-            raise ModelFileError(self.path, f"general.alignment {field.value} is not a power of two")
+            raise ModelFileError(self.path, f"general.alignment {field.value} is not a power of two", where)
         return field.value
 
     def _read_tensor_infos(self, cursor: _Cursor) -> Dict[str, TensorInfo]:
@@ -345,9 +353,9 @@ class GGUFReader:
         if field is None:
             raise ModelFileError(self.path, f"missing metadata key {key!r}")
         if field.type is not value_type or field.element_type is not element_type:
-            raise ModelFileError(
-                self.path, f"metadata key {key!r} has type {_type_name(field)}, expected {_type_name(GGUFField(key, value_type, None, element_type))}"
-            )
+            expected = _type_name(GGUFField(key, value_type, None, element_type))
+            reason = f"metadata key {key!r} has type {_type_name(field)}, expected {expected}"
+            raise ModelFileError(self.path, reason, self.offset_of(key))
         return field.value
 
     def optional_field(self, key: str, value_type: GGUFValueType, element_type: Optional[GGUFValueType] = None) -> Any:
@@ -720,10 +728,12 @@ def read_gguf(path: "str | os.PathLike[str]") -> ModelFile:
     path = gguf.path
     architecture = gguf.field("general.architecture", GGUFValueType.STRING)
     if architecture != GPTJ_ARCHITECTURE:
-        raise ModelFileError(path, f"architecture {architecture!r} is not GPT-J ({GPTJ_ARCHITECTURE!r})")
+        raise ModelFileError(path, f"architecture {architecture!r} is not GPT-J ({GPTJ_ARCHITECTURE!r})",
+                             gguf.offset_of("general.architecture"))
     tokenizer_model = gguf.field("tokenizer.ggml.model", GGUFValueType.STRING)
     if tokenizer_model != TOKENIZER_MODEL:
-        raise ModelFileError(path, f"tokenizer model {tokenizer_model!r} is not byte-level BPE ({TOKENIZER_MODEL!r})")
+        raise ModelFileError(path, f"tokenizer model {tokenizer_model!r} is not byte-level BPE ({TOKENIZER_MODEL!r})",
+                             gguf.offset_of("tokenizer.ggml.model"))
     tensors = {}
     for gguf_name, info in gguf.tensors.items():
         hf_name = hf_tensor_name(gguf_name)
@@ -736,14 +746,17 @@ def read_gguf(path: "str | os.PathLike[str]") -> ModelFile:
     n_embd = gguf.field("gptj.embedding_length", u32)
     n_head = gguf.field("gptj.attention.head_count", u32)
     if n_head == 0 or n_embd % n_head:
-        raise ModelFileError(path, f"gptj.embedding_length {n_embd} is not a multiple of gptj.attention.head_count {n_head}")
+        raise ModelFileError(path, f"gptj.embedding_length {n_embd} is not a multiple of gptj.attention.head_count {n_head}",
+                             gguf.offset_of("gptj.attention.head_count"))
     n_rot = gguf.optional_field("gptj.rope.dimension_count", u32)
     n_vocab = gguf.optional_field("gptj.vocab_size", u32)
     if n_vocab is not None and n_vocab != len(vocab):
-        raise ModelFileError(path, f"gptj.vocab_size is {n_vocab} but tokenizer.ggml.tokens has {len(vocab)} tokens")
+        raise ModelFileError(path, f"gptj.vocab_size is {n_vocab} but tokenizer.ggml.tokens has {len(vocab)} tokens",
+                             gguf.offset_of("gptj.vocab_size"))
     freq_base = gguf.optional_field("gptj.rope.freq_base", GGUFValueType.FLOAT32)
     if freq_base not in (None, ROPE_FREQ_BASE):
-        raise ModelFileError(path, f"gptj.rope.freq_base {freq_base} is not supported (GPT-J uses {ROPE_FREQ_BASE:g})")
+        raise ModelFileError(path, f"gptj.rope.freq_base {freq_base} is not supported (GPT-J uses {ROPE_FREQ_BASE:g})",
+                             gguf.offset_of("gptj.rope.freq_base"))
     hparams = GptjHparams(
         n_vocab=len(vocab),
         n_ctx=gguf.field("gptj.context_length", u32),
@@ -771,7 +784,8 @@ def _read_vocab(gguf: GGUFReader) -> List[bytes]:
     strings = gguf.field("tokenizer.ggml.tokens", GGUFValueType.ARRAY, GGUFValueType.STRING)
     types = gguf.optional_field("tokenizer.ggml.token_type", GGUFValueType.ARRAY, GGUFValueType.INT32)
     if types is not None and len(types) != len(strings):
-        raise ModelFileError(gguf.path, f"tokenizer.ggml.token_type has {len(types)} entries for {len(strings)} tokens")
+        raise ModelFileError(gguf.path, f"tokenizer.ggml.token_type has {len(types)} entries for {len(strings)} tokens",
+                             gguf.offset_of("tokenizer.ggml.token_type"))
     literal = set() if types is None else set(np.flatnonzero(np.isin(types, (GGUFTokenType.CONTROL, GGUFTokenType.USER_DEFINED))).tolist())
     vocab = []
     for token_id, text in enumerate(strings):
@@ -781,7 +795,7 @@ def _read_vocab(gguf: GGUFReader) -> List[bytes]:
         try:
             vocab.append(token_to_bytes(text))
         except TokenizerError as error:
-            raise ModelFileError(gguf.path, f"token {token_id}: {error.reason}") from None
+            raise ModelFileError(gguf.path, f"token {token_id}: {error.reason}", gguf.offset_of("tokenizer.ggml.tokens")) from None
     return vocab
 
 
@@ -793,11 +807,12 @@ def _read_merges(gguf: GGUFReader) -> Optional[List[Tuple[bytes, bytes]]]:
     for rank, line in enumerate(lines):
         pair = line.split(" ")
         if len(pair) != 2 or not pair[0] or not pair[1]:
-            raise ModelFileError(gguf.path, f"merge {rank} is {line!r}, expected two tokens separated by one space")
+            raise ModelFileError(gguf.path, f"merge {rank} is {line!r}, expected two tokens separated by one space",
+                                 gguf.offset_of("tokenizer.ggml.merges"))
         try:
             merges.append((token_to_bytes(pair[0]), token_to_bytes(pair[1])))
         except TokenizerError as error:
-            raise ModelFileError(gguf.path, f"merge {rank}: {error.reason}") from None
+            raise ModelFileError(gguf.path, f"merge {rank}: {error.reason}", gguf.offset_of("tokenizer.ggml.merges")) from None
     return merges
 
 
@@ -808,7 +823,8 @@ def _file_type(gguf: GGUFReader, tensors: Dict[str, TensorInfo]) -> GGMLFileType
         try:
             return GGMLFileType(value)
         except ValueError:
-            raise ModelFileError(gguf.path, f"general.file_type {value} is not supported") from None
+            raise ModelFileError(gguf.path, f"general.file_type {value} is not supported",
+                                 gguf.offset_of("general.file_type")) from None
     embedding = tensors.get("transformer.wte.weight")
     if embedding is None:
         raise ModelFileError(gguf.path, "no general.file_type and no token_embd.weight to infer it from")

@@ -14,6 +14,8 @@ ties, infinities and NaN.
 """
 from __future__ import annotations
 
+import functools
+import threading
 from enum import IntEnum
 from typing import Callable, Dict, NamedTuple, Sequence, Tuple
 
@@ -179,14 +181,16 @@ def dequantize(raw: np.ndarray, ggml_type: GGMLType, shape: Sequence[int]) -> np
     if ggml_type is GGMLType.F32:
         return raw.view("<f4").reshape(shape)
     if ggml_type is GGMLType.F16:
-        return raw.view("<f2").astype(np.float32).reshape(shape)
-    decode = _BLOCK_DECODERS[ggml_type]
+        return _dequantize_f16(raw.view(np.int16)).reshape(shape)
     blocks = raw.reshape(-1, BLOCK_FORMATS[ggml_type].type_size)
     out = np.empty((blocks.shape[0], 32), dtype=np.float32)
+    scratch = Scratch()
     with np.errstate(invalid="ignore", over="ignore"):  # infinite scales give inf/NaN, as in C
         for start in range(0, blocks.shape[0], _CHUNK_BLOCKS):
-            stop = start + _CHUNK_BLOCKS
-            out[start:stop] = decode(blocks[start:stop])
+            chunk = blocks[start:start + _CHUNK_BLOCKS]
+            decoded = decode_block_rows(chunk, ggml_type, chunk.shape[0], scratch)  # [groups, n, 32 / groups]
+            out[start:start + chunk.shape[0]].reshape(chunk.shape[0], decoded.shape[0], -1)[...] = \
+                decoded.transpose(1, 0, 2)
     return out.reshape(shape)
 
 
@@ -345,50 +349,186 @@ _BLOCK_ENCODERS: Dict[GGMLType, Callable[[np.ndarray, np.ndarray], None]] = {
 
 
 # ---------------------------------------------------------------------------------------------
-# Decoders: ``blocks`` is uint8 (n, type_size); each returns float32 (n, 32).
+# Decoders. They work on whole contiguous arrays with in-place NumPy passes into reusable
+# buffers (``Scratch``): the inference backend ``blocked-f16`` calls them on every evaluation.
+
+F16_SCALE_EXPONENT = 112                                # f16 exponent bias 15 -> f32 bias 127
+_F16_SCALE = np.float32(2.0 ** F16_SCALE_EXPONENT)
+_F16_SIGN_EXPONENT_MANTISSA = np.int32(-0x70002000)     # 0x8FFFE000
+_F16_SPECIAL_SCALED = 65536.0                           # inf/NaN land at |v| >= 2**16, finite f16 below
+_CHUNK_ELEMENTS = 1 << 18                               # f16 values per pass of ``dequantize``
 
 
-def _fp16_field(blocks: np.ndarray, start: int) -> np.ndarray:
-    return blocks[:, start:start + 2].copy().view("<f2").astype(np.float32)
+class Scratch(threading.local):
+    """Per-thread reusable buffers, keyed by use, dtype and shape: decoding into fresh arrays
+    would map new pages for every block."""
+
+    def __init__(self):
+        self.buffers: Dict[tuple, np.ndarray] = {}
+
+    def array(self, use: str, dtype: type, shape: tuple) -> np.ndarray:
+        key = (use, dtype, shape)
+        buffer = self.buffers.get(key)
+        if buffer is None:
+            buffer = self.buffers[key] = np.empty(shape, dtype)
+        return buffer
+
+    def copy_of(self, array: np.ndarray, use: str = "copy") -> np.ndarray:
+        buffer = self.array(use, array.dtype, array.shape)
+        np.copyto(buffer, array)
+        return buffer
 
 
-def _unpack_nibbles(qs: np.ndarray) -> np.ndarray:
-    return np.concatenate([qs & np.uint8(0x0F), qs >> np.uint8(4)], axis=1)
+def decode_f16_scaled(halves: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """f16 values (any array of 2-byte items, aligned or not) into ``out`` (int32, same shape),
+    returned as float32 ``w * 2**-112``: exact for every finite f16 ``w``, subnormals included;
+    infinities and NaN become finite values of magnitude ``2**16 .. 2**17`` once scaled back.
+
+    NumPy's own ``float16 -> float32`` cast has no SIMD path and runs several times slower.
+
+    >>> w = np.array([1.5, -2.0, 65504.0, 6e-08], dtype=np.float16)
+    >>> (decode_f16_scaled(w, np.empty(4, np.int32)) * 2.0**112).tolist()
+    [1.5, -2.0, 65504.0, 5.960464477539063e-08]
+    """
+    # Widening sign-extends: the sign fills bits 31..15. Shifted left by 13, exponent and
+    # mantissa sit at float32's bits 27..13 and the sign still covers bits 31..28; the mask keeps
+    # bit 31 and clears 30..28, which leaves the f16 exponent unbiased by 112 less than float32's.
+    np.copyto(out, halves.view(np.int16), casting="unsafe")
+    np.left_shift(out, 13, out=out)
+    np.bitwise_and(out, _F16_SIGN_EXPONENT_MANTISSA, out=out)
+    return out.view(np.float32)
 
 
-def _unpack_fifth_bits(qh: np.ndarray) -> np.ndarray:
-    return np.unpackbits(np.ascontiguousarray(qh), axis=1, bitorder="little") << np.uint8(4)
+def _dequantize_f16(halves: np.ndarray) -> np.ndarray:
+    """Exact float32 of 1-D f16 data through :func:`decode_f16_scaled`, pass by pass in chunks
+    that stay in cache; a chunk holding infinities or NaN is converted by NumPy's cast instead."""
+    out = np.empty(halves.shape, np.float32)
+    bits = out.view(np.int32)
+    for start in range(0, halves.size, _CHUNK_ELEMENTS):
+        stop = start + _CHUNK_ELEMENTS
+        chunk = decode_f16_scaled(halves[start:stop], bits[start:stop])
+        chunk *= _F16_SCALE
+        if chunk.size and max(chunk.max(), -chunk.min()) >= _F16_SPECIAL_SCALED:
+            np.copyto(chunk, halves[start:stop].view("<f2"))
+    return out
 
 
-def _decode_q4_0(blocks: np.ndarray) -> np.ndarray:
-    q = _unpack_nibbles(blocks[:, 2:18]).astype(np.int8) - np.int8(8)
-    return q.astype(np.float32) * _fp16_field(blocks, 0)
+# Block formats: each decoder takes the raw blocks of ``n_rows`` rows, ``[n_rows * nb, bytes per
+# block]``, and returns float32 ``[groups, n_rows, nb * 32 / groups]`` in a scratch buffer: q8_0
+# one group in natural order; the 4/5-bit formats the low nibbles of the rows' blocks (elements
+# 0..15 of each block, block after block) as group 0, the high nibbles (16..31) as group 1.
+
+_LOW_NIBBLES = np.uint64(0x0F0F0F0F0F0F0F0F)
+_BYTE_SIGN_BITS = np.uint64(0x8080808080808080)
 
 
-def _decode_q4_1(blocks: np.ndarray) -> np.ndarray:
-    q = _unpack_nibbles(blocks[:, 4:20]).astype(np.float32)
-    return q * _fp16_field(blocks, 0) + _fp16_field(blocks, 2)
+@functools.lru_cache(maxsize=None)
+def _fifth_bit_table() -> np.ndarray:
+    """16 bits of a q5 ``qh`` field -> the 16 bytes ``bit << 4`` they contribute: uint64 [65536, 2]."""
+    bits = (np.arange(1 << 16, dtype=np.uint32)[:, None] >> np.arange(16, dtype=np.uint32)) & 1
+    return (bits << 4).astype(np.uint8).view(np.uint64)
 
 
-def _decode_q5_0(blocks: np.ndarray) -> np.ndarray:
-    q = (_unpack_nibbles(blocks[:, 6:22]) | _unpack_fifth_bits(blocks[:, 2:6])).astype(np.int8) - np.int8(16)
-    return q.astype(np.float32) * _fp16_field(blocks, 0)
+def _scales(blocks: np.ndarray, start: int) -> np.ndarray:
+    """The f16 field at byte ``start`` of every block as float32 ``[blocks, 1]``, to broadcast over
+    the block's elements (a repeated full-size copy would cost one more pass)."""
+    return np.ascontiguousarray(blocks[:, start:start + 2]).view("<f2").astype(np.float32)
 
 
-def _decode_q5_1(blocks: np.ndarray) -> np.ndarray:
-    q = (_unpack_nibbles(blocks[:, 8:24]) | _unpack_fifth_bits(blocks[:, 4:8])).astype(np.float32)
-    return q * _fp16_field(blocks, 0) + _fp16_field(blocks, 2)
+def _nibbles(blocks: np.ndarray, start: int, n_rows: int, scratch: Scratch) -> np.ndarray:
+    """The 16 bytes of 4-bit pairs at ``start`` split into bytes: uint64 words [2, r, nb * 2]."""
+    packed = scratch.copy_of(blocks[:, start:start + 16], "packed").view(np.uint64).reshape(n_rows, -1)
+    values = scratch.array("nibbles", np.uint64, (2, *packed.shape))
+    np.bitwise_and(packed, _LOW_NIBBLES, out=values[0])
+    np.right_shift(packed, np.uint64(4), out=values[1])
+    np.bitwise_and(values[1], _LOW_NIBBLES, out=values[1])
+    return values
 
 
-def _decode_q8_0(blocks: np.ndarray) -> np.ndarray:
-    q = np.ascontiguousarray(blocks[:, 2:34]).view(np.int8)
-    return q.astype(np.float32) * _fp16_field(blocks, 0)
+def _add_fifth_bits(values: np.ndarray, blocks: np.ndarray, start: int, n_rows: int, scratch: Scratch) -> None:
+    high = scratch.copy_of(blocks[:, start:start + 4], "qh").view(np.uint32).reshape(n_rows, -1)  # [r, nb]
+    halves = scratch.array("qh halves", np.uint16, (2, *high.shape))
+    np.bitwise_and(high, np.uint32(0xFFFF), out=halves[0], casting="unsafe")   # elements 0..15
+    np.right_shift(high, np.uint32(16), out=halves[1], casting="unsafe")       # elements 16..31
+    fifth = np.take(_fifth_bit_table(), halves.reshape(-1), axis=0,
+                    out=scratch.array("fifth", np.uint64, (halves.size, 2)))
+    np.bitwise_or(values, fifth.reshape(values.shape), out=values)
 
 
-_BLOCK_DECODERS: Dict[GGMLType, Callable[[np.ndarray], np.ndarray]] = {
+def _subtract_from_bytes(words: np.ndarray, amount: int) -> None:
+    """Subtract ``amount`` from every byte of uint64 ``words`` modulo 256 (bytes become int8)."""
+    np.bitwise_or(words, _BYTE_SIGN_BITS, out=words)          # no byte can borrow from the next
+    np.subtract(words, np.uint64(int.from_bytes(bytes([amount]) * 8, "little")), out=words)
+    np.bitwise_xor(words, _BYTE_SIGN_BITS, out=words)
+
+
+def _scaled(values: np.ndarray, signed: bool, blocks: np.ndarray, n_rows: int, has_minimum: bool,
+            scratch: Scratch) -> np.ndarray:
+    """``q * d (+ m)`` from byte values [2, r, nb * 2 words] and the blocks' f16 ``d`` (and ``m``)."""
+    shape = (2, n_rows, values.shape[2] * 8)
+    out = scratch.array("decoded", np.float32, shape)
+    np.copyto(out, values.view(np.int8 if signed else np.uint8).reshape(shape), casting="unsafe")
+    per_block = out.reshape(2, blocks.shape[0], 16)            # rows' blocks in order, in both groups
+    np.multiply(per_block, _scales(blocks, 0), out=per_block)
+    if has_minimum:
+        np.add(per_block, _scales(blocks, 2), out=per_block)
+    return out
+
+
+def _decode_q4_0(blocks, n_rows, scratch):                    # d, 16 bytes of nibbles; q - 8
+    values = _nibbles(blocks, 2, n_rows, scratch)
+    _subtract_from_bytes(values, 8)
+    return _scaled(values, True, blocks, n_rows, False, scratch)
+
+
+def _decode_q4_1(blocks, n_rows, scratch):                    # d, m, 16 bytes of nibbles
+    return _scaled(_nibbles(blocks, 4, n_rows, scratch), False, blocks, n_rows, True, scratch)
+
+
+def _decode_q5_0(blocks, n_rows, scratch):                    # d, 32 fifth bits, nibbles; q - 16
+    values = _nibbles(blocks, 6, n_rows, scratch)
+    _add_fifth_bits(values, blocks, 2, n_rows, scratch)
+    _subtract_from_bytes(values, 16)
+    return _scaled(values, True, blocks, n_rows, False, scratch)
+
+
+def _decode_q5_1(blocks, n_rows, scratch):                    # d, m, 32 fifth bits, nibbles
+    values = _nibbles(blocks, 8, n_rows, scratch)
+    _add_fifth_bits(values, blocks, 4, n_rows, scratch)
+    return _scaled(values, False, blocks, n_rows, True, scratch)
+
+
+def _decode_q8_0(blocks, n_rows, scratch):                    # d, 32 int8
+    out = scratch.array("decoded", np.float32, (1, n_rows, blocks.shape[0] // n_rows * 32))
+    per_block = out.reshape(-1, 32)
+    np.copyto(per_block, blocks[:, 2:].view(np.int8), casting="unsafe")
+    np.multiply(per_block, _scales(blocks, 0), out=per_block)
+    return out
+
+
+_BLOCK_DECODERS: Dict[GGMLType, Callable[[np.ndarray, int, Scratch], np.ndarray]] = {
     GGMLType.Q4_0: _decode_q4_0,
     GGMLType.Q4_1: _decode_q4_1,
     GGMLType.Q5_0: _decode_q5_0,
     GGMLType.Q5_1: _decode_q5_1,
     GGMLType.Q8_0: _decode_q8_0,
 }
+
+
+def decode_block_rows(blocks: np.ndarray, ggml_type: GGMLType, n_rows: int, scratch: Scratch) -> np.ndarray:
+    """The raw blocks ``[n_rows * nb, type_size]`` of ``n_rows`` rows of a block format, decoded
+    into ``scratch``: float32 ``[groups, n_rows, nb * 32 / groups]``, each row's columns in the
+    order :func:`decoded_column_order` gives. Values equal :func:`dequantize`'s."""
+    return _BLOCK_DECODERS[ggml_type](blocks, n_rows, scratch)
+
+
+def decoded_column_order(ggml_type: GGMLType, n_per_row: int) -> np.ndarray:
+    """The columns of a row in the order :func:`decode_block_rows` lays them out (flattened groups).
+
+    >>> decoded_column_order(GGMLType.Q4_0, 64)[14:18].tolist()
+    [14, 15, 32, 33]
+    """
+    columns = np.arange(n_per_row)
+    if GGMLType(ggml_type) is GGMLType.Q8_0:
+        return columns
+    return columns.reshape(-1, 2, 16).transpose(1, 0, 2).reshape(-1)

@@ -186,7 +186,12 @@ def tokenizer_folder(files: Dict[str, bytes], workdir: Path) -> None:
 
 def encode_text(tokenizer: Tokenizer, text: str, round_trip: bool = True) -> None:
     """``encode``: ids within the vocabulary, decoding back to the text when ``round_trip``
-    (true for byte-level tokenizers whose added tokens are spelled as themselves)."""
+    (true for byte-level tokenizers whose added tokens are spelled as themselves).
+
+    The tokenizer's pre-token cache is emptied first: it outlives the call and is bounded by its
+    entry count (a few MB), so its growth, such as a table resize, is not this text's.
+    """
+    tokenizer._cache.clear()
     with bounded(4 * len(text)):
         try:
             ids = tokenizer.encode(text)
