@@ -2,17 +2,19 @@
 
     python scripts/fuzz.py                           # every campaign, 60 s each, hypothesis
     python scripts/fuzz.py --seconds 600 model zip   # two campaigns, 10 minutes each
-    python scripts/fuzz.py --engine atheris pickle   # coverage-guided (pip install atheris)
+    python scripts/fuzz.py --engine atheris pickle   # coverage-guided: pip install -e '.[fuzz]'
 
 Campaigns (tests/fuzz/campaigns.py): model (ggml and GGUF files), zip (torch zip structures),
 checkpoint (torch and safetensors files), pickle (the restricted pickle machine), safetensors
 (forged headers), tokenizer (Hugging Face folders), text (encode), ids (decode).
 
 The hypothesis engine draws from the same strategies as tests/test_robustness_fuzz.py, in rounds
-of fresh random examples until the time is up, and prints the failing example (hypothesis
-shrinks it first). The atheris engine runs one campaign per process (so several campaigns run
-one after another), starting from the campaign's seed inputs; libFuzzer writes a crashing
-input to ``crash-*`` in the current folder. Either way, a crasher goes into
+of fresh random examples until the time is up; on a crash it prints the failing example (shrunk
+by hypothesis) and saves its input under ./fuzz-crashes/<campaign>/. The atheris engine runs one
+campaign per process (so several campaigns run one after another), starting from the
+campaign's seed inputs; arguments it does not know go to libFuzzer (``-jobs=2``,
+``-rss_limit_mb=4096``), and libFuzzer writes a crashing input to ``crash-*`` in the current
+folder. Either way, a crasher goes into
 ``tests/fixtures/crashers/<campaign>/`` with a line in ``crashers.json`` once it is fixed, and
 the test suite replays it from then on. The exit status is 1 when any campaign crashed.
 """
@@ -38,6 +40,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="time per campaign (default 60)")
     parser.add_argument("--engine", choices=["hypothesis", "atheris"], default="hypothesis")
     args, engine_arguments = parser.parse_known_args()
+    if engine_arguments and args.engine != "atheris":
+        parser.error(f"unknown arguments {' '.join(engine_arguments)} (only atheris takes libFuzzer's)")
     from fuzz.campaigns import CAMPAIGNS
 
     names = args.campaigns or sorted(CAMPAIGNS)
@@ -77,7 +81,7 @@ def _run_hypothesis(name: str, seconds: float) -> int:
                 print(f"  input saved as {saved}; move it to tests/fixtures/crashers/{name}/ once it is fixed")
                 return 1
             rounds += 1
-    print(f"{name}: {rounds * ROUND_EXAMPLES} examples in {seconds:.0f} s, no crash")
+    print(f"{name}: {rounds * ROUND_EXAMPLES} examples in {seconds:g} s, no crash")
     return 0
 
 

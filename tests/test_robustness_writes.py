@@ -8,16 +8,17 @@ one line on stderr naming the output, exit 1, no file left at all.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import random
-import resource
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+
+fcntl = pytest.importorskip("fcntl")  # POSIX: locks, SIGKILL and file size limits
+resource = pytest.importorskip("resource")
 
 from conftest import REPO, TINY_MODEL
 from ggml_py._atomic import STALE_AFTER, atomic_output

@@ -132,6 +132,10 @@ def _archive_prefix(path: str, infos: List[zipfile.ZipInfo]) -> str:
 def _data_offset(path: str, file: BinaryIO, info: zipfile.ZipInfo, file_size: int) -> int:
     """File offset of a record's data, from its *local* header (whose extra field, torch's
     alignment padding, differs from the central directory's)."""
+    if not 0 <= info.header_offset <= file_size - _LOCAL_HEADER.size:
+        # The faulty field is in the directory, at the end of the file (zipfile keeps no position).
+        reason = f"the zip directory puts the header of {info.filename} at byte {info.header_offset}, outside the file"
+        raise CheckpointError(path, reason, file_size)
     with _zip_errors(path, info.header_offset):
         file.seek(info.header_offset)
         header = file.read(_LOCAL_HEADER.size)
@@ -140,7 +144,8 @@ def _data_offset(path: str, file: BinaryIO, info: zipfile.ZipInfo, file_size: in
     _, name_length, extra_length = _LOCAL_HEADER.unpack(header)
     offset = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
     if offset + info.compress_size > file_size:
-        raise CheckpointError(path, f"{info.filename} runs past the end of the file (truncated?)", offset)
+        reason = f"{info.filename} runs past the end of the file (truncated?)"
+        raise CheckpointError(path, reason, min(offset, file_size))
     return offset
 
 

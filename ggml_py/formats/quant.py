@@ -463,50 +463,52 @@ def _subtract_from_bytes(words: np.ndarray, amount: int) -> None:
 
 
 def _scaled(values: np.ndarray, signed: bool, blocks: np.ndarray, n_rows: int, has_minimum: bool,
-            scratch: Scratch) -> np.ndarray:
+            scratch: Scratch, scale: bool) -> np.ndarray:
     """``q * d (+ m)`` from byte values [2, r, nb * 2 words] and the blocks' f16 ``d`` (and ``m``)."""
     shape = (2, n_rows, values.shape[2] * 8)
     out = scratch.array("decoded", np.float32, shape)
     np.copyto(out, values.view(np.int8 if signed else np.uint8).reshape(shape), casting="unsafe")
-    per_block = out.reshape(2, blocks.shape[0], 16)            # rows' blocks in order, in both groups
-    np.multiply(per_block, _scales(blocks, 0), out=per_block)
-    if has_minimum:
-        np.add(per_block, _scales(blocks, 2), out=per_block)
+    if scale:
+        per_block = out.reshape(2, blocks.shape[0], 16)        # rows' blocks in order, in both groups
+        np.multiply(per_block, _scales(blocks, 0), out=per_block)
+        if has_minimum:
+            np.add(per_block, _scales(blocks, 2), out=per_block)
     return out
 
 
-def _decode_q4_0(blocks, n_rows, scratch):                    # d, 16 bytes of nibbles; q - 8
+def _decode_q4_0(blocks, n_rows, scratch, scale):                  # d, 16 bytes of nibbles; q - 8
     values = _nibbles(blocks, 2, n_rows, scratch)
     _subtract_from_bytes(values, 8)
-    return _scaled(values, True, blocks, n_rows, False, scratch)
+    return _scaled(values, True, blocks, n_rows, False, scratch, scale)
 
 
-def _decode_q4_1(blocks, n_rows, scratch):                    # d, m, 16 bytes of nibbles
-    return _scaled(_nibbles(blocks, 4, n_rows, scratch), False, blocks, n_rows, True, scratch)
+def _decode_q4_1(blocks, n_rows, scratch, scale):                  # d, m, 16 bytes of nibbles
+    return _scaled(_nibbles(blocks, 4, n_rows, scratch), False, blocks, n_rows, True, scratch, scale)
 
 
-def _decode_q5_0(blocks, n_rows, scratch):                    # d, 32 fifth bits, nibbles; q - 16
+def _decode_q5_0(blocks, n_rows, scratch, scale):                  # d, 32 fifth bits, nibbles; q - 16
     values = _nibbles(blocks, 6, n_rows, scratch)
     _add_fifth_bits(values, blocks, 2, n_rows, scratch)
     _subtract_from_bytes(values, 16)
-    return _scaled(values, True, blocks, n_rows, False, scratch)
+    return _scaled(values, True, blocks, n_rows, False, scratch, scale)
 
 
-def _decode_q5_1(blocks, n_rows, scratch):                    # d, m, 32 fifth bits, nibbles
+def _decode_q5_1(blocks, n_rows, scratch, scale):                  # d, m, 32 fifth bits, nibbles
     values = _nibbles(blocks, 8, n_rows, scratch)
     _add_fifth_bits(values, blocks, 4, n_rows, scratch)
-    return _scaled(values, False, blocks, n_rows, True, scratch)
+    return _scaled(values, False, blocks, n_rows, True, scratch, scale)
 
 
-def _decode_q8_0(blocks, n_rows, scratch):                    # d, 32 int8
+def _decode_q8_0(blocks, n_rows, scratch, scale):                  # d, 32 int8
     out = scratch.array("decoded", np.float32, (1, n_rows, blocks.shape[0] // n_rows * 32))
     per_block = out.reshape(-1, 32)
     np.copyto(per_block, blocks[:, 2:].view(np.int8), casting="unsafe")
-    np.multiply(per_block, _scales(blocks, 0), out=per_block)
+    if scale:
+        np.multiply(per_block, _scales(blocks, 0), out=per_block)
     return out
 
 
-_BLOCK_DECODERS: Dict[GGMLType, Callable[[np.ndarray, int, Scratch], np.ndarray]] = {
+_BLOCK_DECODERS: Dict[GGMLType, Callable[[np.ndarray, int, Scratch, bool], np.ndarray]] = {
     GGMLType.Q4_0: _decode_q4_0,
     GGMLType.Q4_1: _decode_q4_1,
     GGMLType.Q5_0: _decode_q5_0,
@@ -515,11 +517,20 @@ _BLOCK_DECODERS: Dict[GGMLType, Callable[[np.ndarray, int, Scratch], np.ndarray]
 }
 
 
-def decode_block_rows(blocks: np.ndarray, ggml_type: GGMLType, n_rows: int, scratch: Scratch) -> np.ndarray:
+def decode_block_rows(blocks: np.ndarray, ggml_type: GGMLType, n_rows: int, scratch: Scratch,
+                      scale: bool = True) -> np.ndarray:
     """The raw blocks ``[n_rows * nb, type_size]`` of ``n_rows`` rows of a block format, decoded
     into ``scratch``: float32 ``[groups, n_rows, nb * 32 / groups]``, each row's columns in the
-    order :func:`decoded_column_order` gives. Values equal :func:`dequantize`'s."""
-    return _BLOCK_DECODERS[ggml_type](blocks, n_rows, scratch)
+    order :func:`decoded_column_order` gives. Values equal :func:`dequantize`'s; with
+    ``scale=False`` they are the quants before the scale: ``q - 8`` (q4_0), ``q - 16`` (q5_0),
+    ``q`` (q8_0, q4_1, q5_1; the minimum ``m`` is not added either)."""
+    return _BLOCK_DECODERS[ggml_type](blocks, n_rows, scratch, scale)
+
+
+def block_scales(blocks: np.ndarray) -> np.ndarray:
+    """The scale ``d`` (the f16 field every block format starts with) of each raw block ``[n,
+    type_size]`` as float32 ``[n, 1]``."""
+    return _scales(blocks, 0)
 
 
 def decoded_column_order(ggml_type: GGMLType, n_per_row: int) -> np.ndarray:

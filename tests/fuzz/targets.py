@@ -80,12 +80,15 @@ def bounded(input_size: int, seconds: float = TIME_LIMIT) -> Iterator[None]:
     assert peak <= limit, f"allocated {peak} bytes for {input_size} bytes of input (limit {limit})"
 
 
-def check_refusal(error: GgmlPyError, where: "Optional[os.PathLike[str] | str]") -> None:
-    """A refusal must be one line and, for file input, name the file (or a file in the folder)."""
+def check_refusal(error: GgmlPyError, where: "Optional[os.PathLike[str] | str]", size: Optional[int] = None) -> None:
+    """A refusal must be one line and, for file input, name the file (or a file in the folder)
+    and give an offset, if any, within the input's ``size`` bytes."""
     message = str(error)
     assert "\n" not in message, message
     if where is not None:
         assert message.startswith(os.fspath(where)), message
+    if size is not None and error.offset is not None:
+        assert 0 <= error.offset <= size, message
 
 
 def _input_file(workdir: Path, data: bytes, suffix: str) -> Path:
@@ -111,7 +114,7 @@ def model_file(data: bytes, workdir: Path, suffix: str = ".bin") -> None:
                 tokenizer = Tokenizer.from_model_file(path)
                 tokenizer.decode(tokenizer.encode(SAMPLE_TEXT))
             except GgmlPyError as error:
-                check_refusal(error, path)
+                check_refusal(error, path, len(data))
                 return
         for info in model.tensors.values():
             assert info.offset + info.nbytes <= len(data) and info.data.nbytes == info.nbytes, info.name
@@ -135,7 +138,7 @@ def checkpoint_file(data: bytes, workdir: Path, suffix: str = ".bin") -> None:
                     int(array.reshape(-1).view(np.uint8).sum(dtype=np.uint64))
                     del array
             except GgmlPyError as error:
-                check_refusal(error, path)
+                check_refusal(error, path, len(data))
     finally:
         path.unlink()
 
@@ -158,7 +161,7 @@ def pickle_stream(data: bytes) -> None:
             assert end <= len(data)
             _torch.collect_tensors(path, root)
         except GgmlPyError as error:
-            check_refusal(error, path)
+            check_refusal(error, path, len(data))
 
 
 # ----------------------------------------------------------------------------------- tokenizer
