@@ -32,7 +32,7 @@ _ZIP_ERRORS = (
     zlib.error,
     lzma.LZMAError,
     EOFError,
-    NotImplementedError,
+    NotImplementedError,  # zipfile's answer to a compression method it does not support
     RuntimeError,
     ValueError,
     OverflowError,
