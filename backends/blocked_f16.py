@@ -1,7 +1,7 @@
 """``blocked-f16``: weights stay as stored in the file; decoded to float32 in row blocks on demand.
 
 Every 2-D weight remains a view of the model file's memory map (f32, f16 or a quantized block
-format). A matrix product walks the weight in blocks of rows (2 MiB of float32, in the CPU's
+format). A matrix product walks the weight in blocks of rows (4 MiB of float32, in the CPU's
 caches): decode the block to float32, multiply it with the activations through BLAS, move on. The
 rows are split between ``n_threads`` threads (NumPy ufuncs and BLAS release the GIL), the
 calling thread taking one share. Resident memory is about the file size plus the KV cache, at
@@ -33,10 +33,10 @@ from ggml_py.backend import Float32Ops, TensorRecord, default_thread_count, set_
 from ggml_py.formats.quant import (BLOCK_FORMATS, F16_SCALE_EXPONENT, GGMLType, Scratch, block_scales,
                                    decode_block_rows, decode_f16_scaled, decoded_column_order, dequantize)
 
-# float32 elements of one decoded block (2 MiB): each block costs about five NumPy calls of a few
-# microseconds, so blocks must be large; measured on 1B decoding, 2**19 beat 2**17 by ~25% and
-# 2**20 gained nothing more (benchmarks/README.md)
-BLOCK_ELEMENTS = 1 << 19
+# float32 elements of one decoded block (4 MiB): each block costs about five NumPy calls of a few
+# microseconds, so blocks must be large; on a quiet machine, 1B decoding with 2 threads, 2**20
+# beat 2**19 by ~20% (f16) and ~5% (q8_0), and 2**21 was slower again (benchmarks/README.md)
+BLOCK_ELEMENTS = 1 << 20
 
 
 class BlockedMatrix:

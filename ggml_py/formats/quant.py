@@ -406,11 +406,18 @@ def _dequantize_f16(halves: np.ndarray) -> np.ndarray:
     bits = out.view(np.int32)
     for start in range(0, halves.size, _CHUNK_ELEMENTS):
         stop = start + _CHUNK_ELEMENTS
-        chunk = decode_f16_scaled(halves[start:stop], bits[start:stop])
-        chunk *= _F16_SCALE
-        if chunk.size and max(chunk.max(), -chunk.min()) >= _F16_SPECIAL_SCALED:
-            np.copyto(chunk, halves[start:stop].view("<f2"))
+        _exact_f16(halves[start:stop], bits[start:stop])
     return out
+
+
+def _exact_f16(halves: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """f16 ``halves`` into ``bits`` (int32, same shape) as exact float32: the integer path, or
+    NumPy's cast when the data holds infinities or NaN."""
+    values = decode_f16_scaled(halves, bits)
+    values *= _F16_SCALE
+    if values.size and max(values.max(), -values.min()) >= _F16_SPECIAL_SCALED:
+        np.copyto(values, halves.view("<f2"))
+    return values
 
 
 # Block formats: each decoder takes the raw blocks of ``n_rows`` rows, ``[n_rows * nb, bytes per
@@ -431,8 +438,10 @@ def _fifth_bit_table() -> np.ndarray:
 
 def _scales(blocks: np.ndarray, start: int) -> np.ndarray:
     """The f16 field at byte ``start`` of every block as float32 ``[blocks, 1]``, to broadcast over
-    the block's elements (a repeated full-size copy would cost one more pass)."""
-    return np.ascontiguousarray(blocks[:, start:start + 2]).view("<f2").astype(np.float32)
+    the block's elements (a repeated full-size copy would cost one more pass). Converted by
+    :func:`_exact_f16` (NumPy's f16 cast took a third of a q8_0 block's decoding time)."""
+    fields = blocks[:, start:start + 2].view(np.int16)
+    return _exact_f16(fields, np.empty(fields.shape, np.int32))
 
 
 def _nibbles(blocks: np.ndarray, start: int, n_rows: int, scratch: Scratch) -> np.ndarray:
