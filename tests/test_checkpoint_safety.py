@@ -229,6 +229,20 @@ def test_compressed_pickle_larger_than_the_file_is_refused(tmp_path):
     refused(path, "archive/data.pkl claims 2000 bytes, more than the whole file")
 
 
+def test_unknown_compression_method_is_refused_before_reading(tmp_path):
+    path = tmp_path / "odd.bin"
+    deflated_archive(path, b"\x80\x02}.", b"")
+    data = bytearray(path.read_bytes())
+    # compression method field: offset 8 of a local header, 10 of a central directory header
+    for signature, method_at in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        start = data.find(signature)
+        while start >= 0:
+            data[start + method_at : start + method_at + 2] = struct.pack("<H", 99)
+            start = data.find(signature, start + 1)
+    path.write_bytes(bytes(data))
+    refused(path, "archive/data.pkl uses zip compression method 99, which is not supported")
+
+
 def pickle_in_zip(tmp_path, body: bytes):
     torch_zip(tmp_path / "p.bin", b"\x80\x02" + body, {})
     return tmp_path / "p.bin"

@@ -25,6 +25,8 @@ LEGACY_PROTOCOL = 1001
 
 # Deflate cannot expand data by more than 1032:1; a record claiming more is a zip bomb.
 _MAX_EXPANSION = 1032
+# what zipfile can decompress; it would refuse any other method only once the record is read
+_COMPRESSION_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., file name length, extra length
 _ZIP_ERRORS = (
     zipfile.BadZipFile,
@@ -32,7 +34,6 @@ _ZIP_ERRORS = (
     zlib.error,
     lzma.LZMAError,
     EOFError,
-    NotImplementedError,  # zipfile's answer to a compression method it does not support
     RuntimeError,
     ValueError,
     OverflowError,
@@ -156,6 +157,9 @@ def _checked_record(path: str, file: BinaryIO, info: zipfile.ZipInfo, file_size:
     more than the whole file (weights barely compress), so reading it costs at most about twice
     the file's size."""
     offset = _data_offset(path, file, info, file_size)
+    if info.compress_type not in _COMPRESSION_METHODS:
+        raise CheckpointError(path, f"{info.filename} uses zip compression method {info.compress_type}, "
+                                    "which is not supported", info.header_offset)
     if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
         reason = f"{info.filename} is stored uncompressed but claims {info.file_size} bytes in {info.compress_size}"
         raise CheckpointError(path, reason, offset)
