@@ -33,7 +33,7 @@ from ggml_py.formats.quant import (
     GGMLType,
     quantize,
 )
-from ggml_py.tokenizer import _read_merges, token_to_bytes
+from ggml_py.tokenizer import read_merges, token_to_bytes
 
 # Elements encoded per step: bounds the temporaries of one step to a few tens of MB.
 _CHUNK_ELEMENTS = 1 << 22
@@ -334,7 +334,7 @@ def _folder_merges(folder: "str | os.PathLike[str]", vocab: Sequence[bytes], req
             raise TokenizerError(folder, "no merges.txt in the tokenizer folder")
         warnings.warn(f"{folder}: no merges.txt, the merges are derived from the vocabulary", ConversionWarning, stacklevel=3)
         return None
-    merges = _read_merges(path)
+    merges = read_merges(path)
     tokens = set(vocab)
     for rank, (left, right) in enumerate(merges):
         if left + right not in tokens:

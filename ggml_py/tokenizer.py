@@ -146,7 +146,7 @@ def pretokenize(text: str) -> List[str]:
 
 # Tokens such as <|endoftext|> and <|extratoken_12|>: what from_vocab treats as added tokens
 # when it is given a bare vocabulary (printable ASCII other than "|" between "<|" and "|>").
-_ADDED_TOKEN_SHAPE = re.compile(rb"<\|[!-{}~]+\|>")
+ADDED_TOKEN_SHAPE = re.compile(rb"<\|[!-{}~]+\|>")
 
 ENDOFTEXT = "<|endoftext|>"
 
@@ -277,7 +277,7 @@ class Tokenizer:
             reason = (f"token {highest_token!r} has id {vocab_ids[highest_token]}, but there are only "
                       f"{len(vocab_ids)} tokens: more than half of the ids up to it would be unused")
             raise TokenizerError(vocab_path, reason)
-        merges = _read_merges(folder / "merges.txt")
+        merges = read_merges(folder / "merges.txt")
         config_path = folder / "tokenizer_config.json"
         config = _read_json_object(config_path) if config_path.is_file() else {}
         special_path = folder / "special_tokens_map.json"
@@ -342,7 +342,7 @@ class Tokenizer:
     @classmethod
     def _from_token_list(cls, tokens, merges, added_token_ids, source) -> "Tokenizer":
         if added_token_ids is None:
-            added_token_ids = [i for i, data in enumerate(tokens) if _ADDED_TOKEN_SHAPE.fullmatch(data)]
+            added_token_ids = [i for i, data in enumerate(tokens) if ADDED_TOKEN_SHAPE.fullmatch(data)]
         added_tokens = {}
         for token_id in added_token_ids:
             if not 0 <= token_id < len(tokens):
@@ -534,7 +534,7 @@ def _added_tokens_decoder(config: dict, path: Path) -> Dict[str, int]:
     return added
 
 
-def _read_merges(path: Path) -> List[Tuple[bytes, bytes]]:
+def read_merges(path: Path) -> List[Tuple[bytes, bytes]]:
     """merges.txt: an optional ``#version`` line, then one ``left right`` pair per line, by rank."""
     try:
         with open(path, "rb") as file:

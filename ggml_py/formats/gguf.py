@@ -36,7 +36,7 @@ from ggml_py.errors import ModelFileError, TokenizerError
 from ggml_py.formats import GptjHparams, ModelFile, TensorInfo
 from ggml_py.formats.ggml import ProgressCallback, TensorRecord
 from ggml_py.formats.quant import QNT_VERSION, QUANTIZED_TYPES, GGMLFileType, GGMLType, tensor_nbytes
-from ggml_py.tokenizer import _ADDED_TOKEN_SHAPE, ENDOFTEXT, NO_MERGE, bpe, bytes_to_token, token_to_bytes
+from ggml_py.tokenizer import ADDED_TOKEN_SHAPE, ENDOFTEXT, NO_MERGE, bpe, bytes_to_token, token_to_bytes
 
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSION = 3
@@ -578,7 +578,7 @@ def _rename(name: str, layer_name: "re.Pattern[str]", layer_parts: Dict[str, str
 
 def _is_control_token(token: bytes) -> bool:
     # The tokens the tokenizer matches whole before BPE (<|endoftext|>, <|extratoken_N|>).
-    return _ADDED_TOKEN_SHAPE.fullmatch(token) is not None
+    return ADDED_TOKEN_SHAPE.fullmatch(token) is not None
 
 
 def gguf_token_strings(vocab: Sequence[bytes]) -> Tuple[List[str], np.ndarray]:
