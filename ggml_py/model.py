@@ -332,4 +332,4 @@ def load(path: "str | os.PathLike[str]", backend: Optional[str] = None,
     use them.
     """
     model_file = open_model(path)
-    return Model(model_file, create_backend(backend, n_threads), Tokenizer.from_model_file(path))
+    return Model(model_file, create_backend(backend, n_threads), Tokenizer.from_model(model_file))

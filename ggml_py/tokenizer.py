@@ -331,8 +331,12 @@ class Tokenizer:
         """The tokenizer of a ggml or GGUF model file (its vocabulary, and its merges if any)."""
         from ggml_py.formats import open_model  # formats imports this module's helpers
 
-        model = open_model(path)
-        return cls._from_token_list(model.vocab, model.merges, None, os.fspath(path))
+        return cls.from_model(open_model(path))
+
+    @classmethod
+    def from_model(cls, model) -> "Tokenizer":
+        """The tokenizer of an already opened ``ggml_py.formats.ModelFile`` (no second read)."""
+        return cls._from_token_list(model.vocab, model.merges, None, os.fspath(model.path))
 
     @classmethod
     def from_path(cls, path: "str | os.PathLike[str]") -> "Tokenizer":
