@@ -38,6 +38,9 @@ from ggml_py.formats.quant import (BLOCK_FORMATS, F16_SCALE_EXPONENT, GGMLType, 
 # beat 2**19 by ~20% (f16) and ~5% (q8_0), and 2**21 was slower again (benchmarks/README.md)
 BLOCK_ELEMENTS = 1 << 20
 
+# formats whose values are q * d (no minimum): one token's product takes d after the dot products
+ONE_TOKEN_FOLDED = (GGMLType.Q4_0, GGMLType.Q5_0, GGMLType.Q8_0)
+
 
 class BlockedMatrix:
     """A 2-D weight ``[out, in]`` left in the file, decoded ``block_rows`` rows at a time."""
@@ -67,20 +70,23 @@ class BlockedMatrix:
                 self.groups = 2
             self._decode = self._decode_blocks
         # formats whose values are q * d: one token's product can take d after the dot products
-        self._folds_scales = self.type in (GGMLType.Q4_0, GGMLType.Q5_0, GGMLType.Q8_0)
+        self._folds_scales = self.type in ONE_TOKEN_FOLDED
 
     def rows_f32(self, ids: np.ndarray) -> np.ndarray:
         """Selected rows, decoded in natural column order: float32 ``[len(ids), in]``."""
         raw = self.rows[ids]
         return dequantize(raw.reshape(-1), self.type, (len(ids), self.shape[1]))
 
-    def arrange(self, x: np.ndarray) -> Tuple[np.ndarray, float]:
+    def arrange(self, x: np.ndarray) -> Tuple[Any, float]:
         """``x [T, in]`` as this matrix's products need it: ``[groups, in / groups, T]``, scaled
         by ``2**input_exponent``; and the factor the products must be multiplied by afterwards.
+        One token through a q * d format gets :meth:`_arrange_per_block`'s form instead.
 
         The scale is lowered when large activations would overflow float32 (then the output
         factor restores it); results are the same either way.
         """
+        if self._folds_scales and x.shape[0] == 1:
+            return self._arrange_per_block(x[0]), 1.0
         if self.column_order is not None:
             x = x[:, self.column_order]
         exponent, output_factor = self.input_exponent, 1.0
@@ -93,36 +99,75 @@ class BlockedMatrix:
         arranged = np.ascontiguousarray(x.T.reshape(self.groups, -1, x.shape[0]))
         return arranged, output_factor
 
-    def product_rows(self, x_groups: np.ndarray, out_t: np.ndarray, start: int, stop: int,
+    def product_rows(self, x_arranged: Any, out_t: np.ndarray, start: int, stop: int,
                      scratch: Scratch) -> None:
-        """``out_t[start:stop] = W[start:stop] @ x`` block by block; ``x_groups`` from :meth:`arrange`."""
+        """``out_t[start:stop] = W[start:stop] @ x`` block by block; ``x_arranged`` from :meth:`arrange`."""
         for begin in range(start, stop, self.block_rows):
             end = min(begin + self.block_rows, stop)
             if self._folds_scales and out_t.shape[1] == 1:
-                self._product_scaling_sums(x_groups, out_t, begin, end, scratch)
+                self._product_scaling_sums(x_arranged, out_t, begin, end, scratch)
                 continue
             block = self._decode(begin, end, scratch)             # float32 [groups, r, in / groups]
             if self.groups == 1:
-                np.matmul(block[0], x_groups[0], out=out_t[begin:end])
+                np.matmul(block[0], x_arranged[0], out=out_t[begin:end])
             else:                                                 # groups == 2
-                partial = np.matmul(block, x_groups, out=scratch.array("partial", np.float32,
-                                                                        (2, end - begin, out_t.shape[1])))
+                partial = np.matmul(block, x_arranged, out=scratch.array("partial", np.float32,
+                                                                          (2, end - begin, out_t.shape[1])))
                 np.add(partial[0], partial[1], out=out_t[begin:end])
 
-    def _product_scaling_sums(self, x_groups: np.ndarray, out_t: np.ndarray, begin: int, end: int,
-                              scratch: Scratch) -> None:
+    def _arrange_per_block(self, x: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """One token's ``x [in]`` for :meth:`_product_scaling_sums`: ``[groups, nb, width, 1]``
+        matching :meth:`_unscaled_quants`' values block by block, and per block the amount the
+        quants' offset adds to each dot product (``None`` when there is none to take off).
+
+        q8_0 and q4_0 are read in place, whole blocks at a time, scale bytes included: the
+        activations get zeros under those bytes, so they add nothing to the dot products.
+        """
+        n_blocks = self.shape[1] // 32
+        if self.type == GGMLType.Q5_0:                            # decoded as q - 16, column order
+            return x[self.column_order].reshape(2, n_blocks, 16, 1), None
+        per_block = x.reshape(n_blocks, 32)
+        type_size = BLOCK_FORMATS[self.type].type_size
+        if self.type == GGMLType.Q8_0:                            # d, then 32 int8 quants
+            arranged = np.zeros((1, n_blocks, type_size, 1), np.float32)
+            arranged[0, :, 2:, 0] = per_block
+            return arranged, None
+        arranged = np.zeros((2, n_blocks, type_size, 1), np.float32)  # q4_0: d, then 16 bytes
+        arranged[0, :, 2:, 0] = per_block[:, :16]                 # low nibbles: elements 0..15
+        arranged[1, :, 2:, 0] = per_block[:, 16:]                 # high nibbles: 16..31
+        return arranged, 8 * per_block.sum(axis=1)                # q4_0 values are (q - 8) * d
+
+    def _unscaled_quants(self, begin: int, end: int, scratch: Scratch) -> np.ndarray:
+        """Rows ``begin:end`` as float32 quants before the scale, ``[groups, r, nb * width]``."""
+        raw = self.rows[begin:end]                                # [r, nb * type_size] bytes
+        if self.type == GGMLType.Q5_0:
+            blocks = raw.reshape(-1, BLOCK_FORMATS[self.type].type_size)
+            return decode_block_rows(blocks, self.type, end - begin, scratch, scale=False)
+        groups = 1 if self.type == GGMLType.Q8_0 else 2
+        values = scratch.array("quants", np.float32, (groups, *raw.shape))
+        if self.type == GGMLType.Q8_0:
+            np.copyto(values[0], raw.view(np.int8), casting="unsafe")
+        else:                                                     # q4_0 nibbles, split and cast in one pass each
+            np.bitwise_and(raw, np.uint8(0x0F), out=values[0], casting="unsafe")
+            np.right_shift(raw, np.uint8(4), out=values[1], casting="unsafe")
+        return values
+
+    def _product_scaling_sums(self, x_arranged: Tuple[np.ndarray, Optional[np.ndarray]], out_t: np.ndarray,
+                              begin: int, end: int, scratch: Scratch) -> None:
         """One token (``T == 1``) through rows ``begin:end`` of a q * d format: dot products of
         each block's unscaled quants with its part of ``x``, then times the block's ``d`` and
         summed per row. Scaling ``r * nb`` sums instead of the ``r * nb * 32`` decoded values
         saves a pass over the block (q8_0 decode ~16% faster, benchmarks/README.md)."""
-        n_rows = end - begin
+        x_blocks, offsets = x_arranged                            # [g, nb, width, 1], [nb] or None
+        n_rows, (groups, n_blocks, width, _) = end - begin, x_blocks.shape
+        quants = self._unscaled_quants(begin, end, scratch)      # [g, r, nb * width]
+        per_block = quants.reshape(groups, n_rows, n_blocks, width).transpose(0, 2, 1, 3)  # [g, nb, r, width]
+        sums = np.matmul(per_block, x_blocks, out=scratch.array("block sums", np.float32,
+                                                                (groups, n_blocks, n_rows, 1)))
+        block_sums = sums[0, :, :, 0] + sums[1, :, :, 0] if groups == 2 else sums[0, :, :, 0]  # [nb, r]
+        if offsets is not None:
+            block_sums -= offsets[:, None]
         blocks = self.rows[begin:end].reshape(-1, BLOCK_FORMATS[self.type].type_size)  # [r * nb, bytes]
-        n_blocks, width = blocks.shape[0] // n_rows, 32 // self.groups
-        quants = decode_block_rows(blocks, self.type, n_rows, scratch, scale=False)   # [g, r, nb * width]
-        per_block = quants.reshape(self.groups, n_rows, n_blocks, width).transpose(0, 2, 1, 3)  # [g, nb, r, width]
-        sums = np.matmul(per_block, x_groups.reshape(self.groups, n_blocks, width, 1),
-                         out=scratch.array("block sums", np.float32, (self.groups, n_blocks, n_rows, 1)))
-        block_sums = sums[0, :, :, 0] + sums[1, :, :, 0] if self.groups == 2 else sums[0, :, :, 0]  # [nb, r]
         scaled = block_sums.T * block_scales(blocks).reshape(n_rows, n_blocks)   # [r, nb]
         np.sum(scaled, axis=1, out=out_t[begin:end, 0])
 
