@@ -167,9 +167,9 @@ class BlockedMatrix:
         block_sums = sums[0, :, :, 0] + sums[1, :, :, 0] if groups == 2 else sums[0, :, :, 0]  # [nb, r]
         if offsets is not None:
             block_sums -= offsets[:, None]
-        blocks = self.rows[begin:end].reshape(-1, BLOCK_FORMATS[self.type].type_size)  # [r * nb, bytes]
-        scaled = block_sums.T * block_scales(blocks).reshape(n_rows, n_blocks)   # [r, nb]
-        np.sum(scaled, axis=1, out=out_t[begin:end, 0])
+        # the scales read in [nb, r] order like the sums: a transposed product costs ~5x more
+        blocks = self.rows[begin:end].reshape(n_rows, n_blocks, -1).transpose(1, 0, 2)  # [nb, r, bytes]
+        np.einsum("br,br->r", block_sums, block_scales(blocks)[..., 0], out=out_t[begin:end, 0])
 
     def _decode_f16(self, begin: int, end: int, scratch: Scratch) -> np.ndarray:
         return decode_f16_scaled(self._halves[None, begin:end], scratch.array("f16", np.int32, (1, end - begin, self.shape[1])))

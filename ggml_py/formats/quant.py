@@ -440,7 +440,7 @@ def _scales(blocks: np.ndarray, start: int) -> np.ndarray:
     """The f16 field at byte ``start`` of every block as float32 ``[blocks, 1]``, to broadcast over
     the block's elements (a repeated full-size copy would cost one more pass). Converted by
     :func:`_exact_f16` (NumPy's f16 cast took a third of a q8_0 block's decoding time)."""
-    fields = blocks[:, start:start + 2].view(np.int16)
+    fields = blocks[..., start:start + 2].view(np.int16)
     return _exact_f16(fields, np.empty(fields.shape, np.int32))
 
 
@@ -537,8 +537,8 @@ def decode_block_rows(blocks: np.ndarray, ggml_type: GGMLType, n_rows: int, scra
 
 
 def block_scales(blocks: np.ndarray) -> np.ndarray:
-    """The scale ``d`` (the f16 field every block format starts with) of each raw block ``[n,
-    type_size]`` as float32 ``[n, 1]``."""
+    """The scale ``d`` (the f16 field every block format starts with) of each raw block ``[...,
+    type_size]`` (any layout whose last axis is a block's bytes) as float32 ``[..., 1]``."""
     return _scales(blocks, 0)
 
 
