@@ -3,7 +3,8 @@
 Every operation of the backend (linear, attention, layer_norm, gelu, embedding) is timed by
 wrapping it on the loaded backend; for ``blocked-f16`` the weight conversion inside ``linear`` is
 measured separately by decoding every matrix a step reads (on the backend's own threads, the same
-row ranges) without the products, and BLAS is the rest of ``linear``. Sampling is ggml's top-k 40
+row ranges) without the products, and BLAS is the rest of ``linear`` (for q8_0, q4_0 and q5_0
+the one-token path decodes the quants only: reading and applying the block scales counts as BLAS). Sampling is ggml's top-k 40
 / top-p 0.9 sampler on the step's logits. "Python and graph" is the step's wall time minus all of
 the above: rotary embedding, KV-cache writes, reshapes, residual adds, call overhead.
 
@@ -32,9 +33,12 @@ def conversion_seconds(backend, weights: dict, names) -> float:
     for name in names:
         weight = weights[name]
 
+        # one token of q8_0/q4_0/q5_0 decodes the quants only (their scales come after the products)
+        decode = weight._unscaled_quants if weight._folds_scales else weight._decode
+
         def decode_rows(a: int, b: int) -> None:
             for begin in range(a, b, weight.block_rows):
-                weight._decode(begin, min(begin + weight.block_rows, b), backend._scratch)
+                decode(begin, min(begin + weight.block_rows, b), backend._scratch)
 
         (a, b), *others = _split_rows(weight.shape[0], weight.block_rows, backend.n_threads)
         jobs = [backend._pool.submit(decode_rows, *others_range) for others_range in others]

@@ -80,9 +80,11 @@ class GptJ:
         self.head_dim = hp.n_embd // hp.n_head
         self.backend = backend
         self.weights = backend.prepare(self.path, model_file.tensors)
-        # keys and values of every position, head-major so that each head's [S, D] is contiguous;
-        # np.zeros maps pages lazily, so memory is only used as positions fill up
-        self.cache_k = np.zeros((hp.n_layer, hp.n_head, hp.n_ctx, self.head_dim), np.float32)
+        # keys and values of every position, position-major as in ggml: the positions used so far
+        # are one contiguous prefix of each layer's cache, so only their pages become resident
+        # (np.zeros maps pages lazily; NumPy asks for 2 MiB huge pages, and a head-major cache
+        # would fault in every head's whole context at the first token: +1.9 GB for GPT-J-6B)
+        self.cache_k = np.zeros((hp.n_layer, hp.n_ctx, hp.n_head, self.head_dim), np.float32)
         self.cache_v = np.zeros_like(self.cache_k)
         self.n_past = 0                                          # positions the cache holds
         self.cos, self.sin = rotary_tables(hp.n_ctx, hp.n_rot)   # [n_ctx, R/2]
@@ -131,12 +133,12 @@ class GptJ:
         positions = slice(n_past, n_past + n_tokens)
         q = rotate_pairs(q, self.cos[positions], self.sin[positions])
         k = rotate_pairs(k, self.cos[positions], self.sin[positions])
-        self.cache_k[layer, :, positions] = k.transpose(1, 0, 2)                 # [H, T, D]
-        self.cache_v[layer, :, positions] = v.transpose(1, 0, 2)
+        self.cache_k[layer, positions] = k                                       # [T, H, D]
+        self.cache_v[layer, positions] = v
         n_seen = n_past + n_tokens
         o = b.attention(np.ascontiguousarray(q.transpose(1, 0, 2)),              # [H, T, D]
-                        self.cache_k[layer, :, :n_seen],                         # [H, S, D]
-                        self.cache_v[layer, :, :n_seen])                         # [H, S, D]
+                        self.cache_k[layer, :n_seen].transpose(1, 0, 2),          # [H, S, D] view
+                        self.cache_v[layer, :n_seen].transpose(1, 0, 2))          # [H, S, D] view
         o = np.ascontiguousarray(o.transpose(1, 0, 2)).reshape(n_tokens, n_head * head_dim)  # [T, E]
         return b.linear(o, w[p + "out_proj.weight"])                             # [T, E]
 

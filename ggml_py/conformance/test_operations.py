@@ -164,9 +164,10 @@ def test_gelu_matches_float64(conformance_backend, shape):
 def test_attention_matches_float64(conformance_backend, n_head, n_query, n_key, head_dim, sharpness):
     rng = _rng("attention", n_head, n_query, n_key, head_dim, int(sharpness))
     q = (sharpness * rng.standard_normal((n_head, n_query, head_dim))).astype(np.float32)
-    # keys and values arrive as the graph passes them: views into a longer per-head cache
-    cache = rng.standard_normal((2, n_head, n_key + 6, head_dim)).astype(np.float32)
-    k, v = cache[0, :, :n_key], cache[1, :, :n_key]
+    # keys and values arrive as the graph passes them: [H, S, D] views of a longer
+    # position-major cache [positions, H, D]
+    cache = rng.standard_normal((2, n_key + 6, n_head, head_dim)).astype(np.float32)
+    k, v = cache[0, :n_key].transpose(1, 0, 2), cache[1, :n_key].transpose(1, 0, 2)
     out = conformance_backend.attention(q, k, v)
     _check_float32(out, (n_head, n_query, head_dim))
     assert np.isfinite(out).all()
