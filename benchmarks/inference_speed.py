@@ -20,6 +20,7 @@ issue 7 for this machine class) and PASS/FAIL for the issue's targets:
     python benchmarks/inference_speed.py --types f16 --6b      # adds the 6B f16 rows
     GGML_GPTJ_BIN=~/ggml/build/bin/gpt-j python benchmarks/inference_speed.py
     python benchmarks/inference_speed.py --layers 2 --prompt 16 --decode 4   # a quick smoke run
+    python benchmarks/inference_speed.py --repeat 3    # medians of 3 alternating rounds (noisy VMs)
 """
 from __future__ import annotations
 
@@ -188,6 +189,18 @@ def in_child(system: str, path: str, args: argparse.Namespace) -> dict:
 
 # --- the table -------------------------------------------------------------------------------
 
+def median_result(runs: List[dict]) -> dict:
+    """Each figure's median over the rounds that succeeded (the first error when none did).
+
+    >>> median_result([{"decode_ms": 3.0}, {"error": "x"}, {"decode_ms": 1.0}, {"decode_ms": 2.0}])
+    {'decode_ms': 2.0}
+    """
+    good = [run for run in runs if "error" not in run]
+    if not good:
+        return runs[0]
+    return {key: float(np.median([run[key] for run in good])) for key in good[0]}
+
+
 def verdict(value: Optional[float], reference: Optional[float], limit: Optional[float]) -> str:
     """``value (ratio x)`` and, when ``limit`` is a ratio target, PASS/FAIL."""
     if value is None:
@@ -229,6 +242,8 @@ def main() -> int:
     parser.add_argument("--decode", type=int, default=32, help="greedy single-token steps")
     parser.add_argument("--layers", type=int, help="override the layer count (quick runs; no targets apply)")
     parser.add_argument("--folder", default=None, help="where the temporary files go (default: $TMPDIR)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds over all systems per file, alternating; the table gives medians")
     parser.add_argument("--child", nargs=2, metavar=("SYSTEM", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -263,17 +278,21 @@ def main() -> int:
             write_model(path, file_type, **dims)
             print(f"wrote {shape} {file_type}: {os.path.getsize(path) / 2**20:.0f} MiB in "
                   f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
-            results: Dict[str, dict] = {}
-            if binary:
-                try:
-                    results["ggml gpt-j"] = run_ggml_binary(binary, path, args.threads, args.prompt, args.decode)
-                except (OSError, RuntimeError, AttributeError) as error:
-                    results["ggml gpt-j"] = {"error": str(error)}
-            if has_ctransformers:
-                results["ctransformers"] = in_child("ctransformers", path, args)
-            for backend in args.backends.split(","):
-                results[backend] = in_child(backend, path, args)
-                print(f"  {backend}: {results[backend]}", file=sys.stderr)
+            rounds: Dict[str, List[dict]] = {}
+            for _ in range(args.repeat):                 # alternating, so a slow minute hits every system
+                if binary:
+                    try:
+                        result = run_ggml_binary(binary, path, args.threads, args.prompt, args.decode)
+                    except (OSError, RuntimeError, AttributeError) as error:
+                        result = {"error": str(error)}
+                    rounds.setdefault("ggml gpt-j", []).append(result)
+                if has_ctransformers:
+                    rounds.setdefault("ctransformers", []).append(in_child("ctransformers", path, args))
+                for backend in args.backends.split(","):
+                    rounds.setdefault(backend, []).append(in_child(backend, path, args))
+                for system, runs in rounds.items():
+                    print(f"  {system}: {runs[-1]}", file=sys.stderr)
+            results = {system: median_result(runs) for system, runs in rounds.items()}
             measured = results.get("ggml gpt-j", {})
             if "decode_ms" in measured:
                 ggml = Reference(measured["decode_ms"], measured["prefill_ms"], measured["load_s"],
