@@ -20,26 +20,40 @@ which leaves ``x @ W.T`` unchanged. This lets every decoding step run on whole c
 - q4_0, q4_1, q5_0, q5_1, q8_0: ``ggml_py.formats.quant.decode_block_rows`` (two groups, low and
   high nibbles, for the 4/5-bit formats; one for q8_0);
 - f32: one group, the rows themselves.
+
+One token (decoding) through a block format skips the scaling pass: the products are taken per
+block on the unscaled quants (for q8_0, q4_0 and q4_1 read in place from the raw rows), and each
+block's dot product is multiplied by its ``d`` (plus ``m`` times the block's sum of ``x``) after.
 """
 from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from ggml_py.backend import Float32Ops, TensorRecord, default_thread_count, set_blas_threads
-from ggml_py.formats.quant import (BLOCK_FORMATS, F16_SCALE_EXPONENT, GGMLType, Scratch, block_scales,
-                                   decode_block_rows, decode_f16_scaled, decoded_column_order, dequantize)
+from ggml_py.formats.quant import (BLOCK_FORMATS, F16_SCALE_EXPONENT, QUANTIZED_TYPES, GGMLType, Scratch,
+                                   block_minimums, block_scales, decode_block_rows, decode_f16_scaled,
+                                   decoded_column_order, dequantize)
 
 # float32 elements of one decoded block (4 MiB): each block costs about five NumPy calls of a few
 # microseconds, so blocks must be large; on a quiet machine, 1B decoding with 2 threads, 2**20
 # beat 2**19 by ~20% (f16) and ~5% (q8_0), and 2**21 was slower again (benchmarks/README.md)
 BLOCK_ELEMENTS = 1 << 20
 
-# formats whose values are q * d (no minimum): one token's product takes d after the dot products
-ONE_TOKEN_FOLDED = (GGMLType.Q4_0, GGMLType.Q5_0, GGMLType.Q8_0)
+# block formats whose quants one token's product reads straight from the raw rows; the 5-bit
+# formats are decoded to their quants first
+RAW_QUANTS = (GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q8_0)
+
+
+class PerBlockActivations(NamedTuple):
+    """One token's ``x`` as :meth:`BlockedMatrix._product_scaling_sums` needs it."""
+
+    blocks: np.ndarray                 # [groups, nb, width, 1], laid out like the quants
+    offsets: Optional[np.ndarray]      # [nb]: taken off each block's dot product (q4_0: 8 * sum)
+    totals: Optional[np.ndarray]       # [nb]: sum of x over each block, times m (q4_1, q5_1)
 
 
 class BlockedMatrix:
@@ -69,8 +83,8 @@ class BlockedMatrix:
                 self.column_order = decoded_column_order(self.type, n_in)
                 self.groups = 2
             self._decode = self._decode_blocks
-        # formats whose values are q * d: one token's product can take d after the dot products
-        self._folds_scales = self.type in ONE_TOKEN_FOLDED
+        # block formats (q * d, or q * d + m): one token's product takes d and m after the dot products
+        self._folds_scales = self.type in QUANTIZED_TYPES
 
     def rows_f32(self, ids: np.ndarray) -> np.ndarray:
         """Selected rows, decoded in natural column order: float32 ``[len(ids), in]``."""
@@ -115,61 +129,65 @@ class BlockedMatrix:
                                                                           (2, end - begin, out_t.shape[1])))
                 np.add(partial[0], partial[1], out=out_t[begin:end])
 
-    def _arrange_per_block(self, x: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """One token's ``x [in]`` for :meth:`_product_scaling_sums`: ``[groups, nb, width, 1]``
-        matching :meth:`_unscaled_quants`' values block by block, and per block the amount the
-        quants' offset adds to each dot product (``None`` when there is none to take off).
+    def _arrange_per_block(self, x: np.ndarray) -> PerBlockActivations:
+        """One token's ``x [in]`` for :meth:`_product_scaling_sums`, block by block in the layout
+        of :meth:`_unscaled_quants`' values.
 
-        q8_0 and q4_0 are read in place, whole blocks at a time, scale bytes included: the
-        activations get zeros under those bytes, so they add nothing to the dot products.
+        q8_0, q4_0 and q4_1 are read in place, whole blocks at a time, header bytes (``d``, ``m``)
+        included: the activations get zeros under those bytes, so they add nothing to the dot products.
         """
         n_blocks = self.shape[1] // 32
-        if self.type == GGMLType.Q5_0:                            # decoded as q - 16, column order
-            return x[self.column_order].reshape(2, n_blocks, 16, 1), None
         per_block = x.reshape(n_blocks, 32)
+        totals = per_block.sum(axis=1) if self.type in (GGMLType.Q4_1, GGMLType.Q5_1) else None
+        if self.type not in RAW_QUANTS:                           # q5: decoded quants, column order
+            return PerBlockActivations(x[self.column_order].reshape(2, n_blocks, 16, 1), None, totals)
         type_size = BLOCK_FORMATS[self.type].type_size
         if self.type == GGMLType.Q8_0:                            # d, then 32 int8 quants
             arranged = np.zeros((1, n_blocks, type_size, 1), np.float32)
             arranged[0, :, 2:, 0] = per_block
-            return arranged, None
-        arranged = np.zeros((2, n_blocks, type_size, 1), np.float32)  # q4_0: d, then 16 bytes
-        arranged[0, :, 2:, 0] = per_block[:, :16]                 # low nibbles: elements 0..15
-        arranged[1, :, 2:, 0] = per_block[:, 16:]                 # high nibbles: 16..31
-        return arranged, 8 * per_block.sum(axis=1)                # q4_0 values are (q - 8) * d
+            return PerBlockActivations(arranged, None, None)
+        header = type_size - 16                                   # d (and m), then 16 bytes of nibbles
+        arranged = np.zeros((2, n_blocks, type_size, 1), np.float32)
+        arranged[0, :, header:, 0] = per_block[:, :16]            # low nibbles: elements 0..15
+        arranged[1, :, header:, 0] = per_block[:, 16:]            # high nibbles: 16..31
+        offsets = 8 * per_block.sum(axis=1) if self.type == GGMLType.Q4_0 else None  # (q - 8) * d
+        return PerBlockActivations(arranged, offsets, totals)
 
     def _unscaled_quants(self, begin: int, end: int, scratch: Scratch) -> np.ndarray:
-        """Rows ``begin:end`` as float32 quants before the scale, ``[groups, r, nb * width]``."""
+        """Rows ``begin:end`` as float32 quants before ``d`` and ``m``, ``[groups, r, nb * width]``."""
         raw = self.rows[begin:end]                                # [r, nb * type_size] bytes
-        if self.type == GGMLType.Q5_0:
+        if self.type not in RAW_QUANTS:
             blocks = raw.reshape(-1, BLOCK_FORMATS[self.type].type_size)
             return decode_block_rows(blocks, self.type, end - begin, scratch, scale=False)
         groups = 1 if self.type == GGMLType.Q8_0 else 2
         values = scratch.array("quants", np.float32, (groups, *raw.shape))
         if self.type == GGMLType.Q8_0:
             np.copyto(values[0], raw.view(np.int8), casting="unsafe")
-        else:                                                     # q4_0 nibbles, split and cast in one pass each
+        else:                                                     # nibbles, split and cast in one pass each
             np.bitwise_and(raw, np.uint8(0x0F), out=values[0], casting="unsafe")
             np.right_shift(raw, np.uint8(4), out=values[1], casting="unsafe")
         return values
 
-    def _product_scaling_sums(self, x_arranged: Tuple[np.ndarray, Optional[np.ndarray]], out_t: np.ndarray,
+    def _product_scaling_sums(self, x_arranged: PerBlockActivations, out_t: np.ndarray,
                               begin: int, end: int, scratch: Scratch) -> None:
-        """One token (``T == 1``) through rows ``begin:end`` of a q * d format: dot products of
-        each block's unscaled quants with its part of ``x``, then times the block's ``d`` and
-        summed per row. Scaling ``r * nb`` sums instead of the ``r * nb * 32`` decoded values
-        saves a pass over the block (q8_0 decode ~16% faster, benchmarks/README.md)."""
-        x_blocks, offsets = x_arranged                            # [g, nb, width, 1], [nb] or None
-        n_rows, (groups, n_blocks, width, _) = end - begin, x_blocks.shape
+        """One token (``T == 1``) through rows ``begin:end`` of a block format: dot products of
+        each block's unscaled quants with its part of ``x``, then times the block's ``d`` (plus
+        ``m`` times the block's sum of ``x``) and summed per row. Scaling ``r * nb`` sums instead
+        of the ``r * nb * 32`` decoded values saves a pass over the block (benchmarks/README.md)."""
+        n_rows, (groups, n_blocks, width, _) = end - begin, x_arranged.blocks.shape
         quants = self._unscaled_quants(begin, end, scratch)      # [g, r, nb * width]
         per_block = quants.reshape(groups, n_rows, n_blocks, width).transpose(0, 2, 1, 3)  # [g, nb, r, width]
-        sums = np.matmul(per_block, x_blocks, out=scratch.array("block sums", np.float32,
-                                                                (groups, n_blocks, n_rows, 1)))
+        sums = np.matmul(per_block, x_arranged.blocks, out=scratch.array(
+            "block sums", np.float32, (groups, n_blocks, n_rows, 1)))
         block_sums = sums[0, :, :, 0] + sums[1, :, :, 0] if groups == 2 else sums[0, :, :, 0]  # [nb, r]
-        if offsets is not None:
-            block_sums -= offsets[:, None]
+        if x_arranged.offsets is not None:
+            block_sums -= x_arranged.offsets[:, None]
         # the scales read in [nb, r] order like the sums: a transposed product costs ~5x more
         blocks = self.rows[begin:end].reshape(n_rows, n_blocks, -1).transpose(1, 0, 2)  # [nb, r, bytes]
-        np.einsum("br,br->r", block_sums, block_scales(blocks)[..., 0], out=out_t[begin:end, 0])
+        out_rows = out_t[begin:end, 0]
+        np.einsum("br,br->r", block_sums, block_scales(blocks)[..., 0], out=out_rows)
+        if x_arranged.totals is not None:
+            out_rows += np.einsum("br,b->r", block_minimums(blocks)[..., 0], x_arranged.totals)
 
     def _decode_f16(self, begin: int, end: int, scratch: Scratch) -> np.ndarray:
         return decode_f16_scaled(self._halves[None, begin:end], scratch.array("f16", np.int32, (1, end - begin, self.shape[1])))

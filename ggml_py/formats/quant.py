@@ -542,6 +542,12 @@ def block_scales(blocks: np.ndarray) -> np.ndarray:
     return _scales(blocks, 0)
 
 
+def block_minimums(blocks: np.ndarray) -> np.ndarray:
+    """The minimum ``m`` (the f16 field after ``d``) of each raw q4_1/q5_1 block ``[..., type_size]``
+    as float32 ``[..., 1]``."""
+    return _scales(blocks, 2)
+
+
 def decoded_column_order(ggml_type: GGMLType, n_per_row: int) -> np.ndarray:
     """The columns of a row in the order :func:`decode_block_rows` lays them out (flattened groups).
 
