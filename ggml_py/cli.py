@@ -463,4 +463,8 @@ def _backends(args: argparse.Namespace) -> int:
     for name, where, description in rows:
         print(f"{name:<{widths[0]}}  {where:<{widths[1]}}  {description}")
     print("(* = default: --backend, then $GGML_PY_BACKEND, then numpy-blas)")
+    if default not in installed_backends():                       # only $GGML_PY_BACKEND can name it
+        _print_error(f"$GGML_PY_BACKEND names '{default}', which is not installed; "
+                     "`run` will refuse it until it is")
+        return 1
     return 0

@@ -148,3 +148,12 @@ def test_backends_command_lists_names_origins_and_the_default():
     assert any(line.startswith("* blocked-f16  backends.blocked_f16:BlockedF16Backend [ggml-py ") for line in lines)
     assert any(line.startswith("  numpy-blas   backends.numpy_blas:NumpyBlasBackend [ggml-py ") for line in lines)
     assert "float32 in RAM" in result.stdout
+
+
+def test_backends_command_fails_when_the_environment_names_a_missing_backend():
+    result = _run("-m", "ggml_py", "backends", cwd=REPO, env={"GGML_PY_BACKEND": "no-such-backend"})
+    assert result.returncode == 1
+    assert "numpy-blas" in result.stdout                     # the listing still helps
+    assert result.stderr.strip().splitlines() == [
+        "ggml-py: error: $GGML_PY_BACKEND names 'no-such-backend', which is not installed; "
+        "`run` will refuse it until it is"]
