@@ -94,7 +94,7 @@ class BlockedMatrix:
     def arrange(self, x: np.ndarray) -> Tuple[Any, float]:
         """``x [T, in]`` as this matrix's products need it: ``[groups, in / groups, T]``, scaled
         by ``2**input_exponent``; and the factor the products must be multiplied by afterwards.
-        One token through a q * d format gets :meth:`_arrange_per_block`'s form instead.
+        One token through a block format gets :meth:`_arrange_per_block`'s form instead.
 
         The scale is lowered when large activations would overflow float32 (then the output
         factor restores it); results are the same either way.

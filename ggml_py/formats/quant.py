@@ -437,8 +437,8 @@ def _fifth_bit_table() -> np.ndarray:
 
 
 def _scales(blocks: np.ndarray, start: int) -> np.ndarray:
-    """The f16 field at byte ``start`` of every block as float32 ``[blocks, 1]``, to broadcast over
-    the block's elements (a repeated full-size copy would cost one more pass). Converted by
+    """The f16 field at byte ``start`` of every block (``[..., type_size]``) as float32 ``[..., 1]``,
+    to broadcast over the block's elements (a repeated full-size copy would cost one more pass). Converted by
     :func:`_exact_f16` (NumPy's f16 cast took a third of a q8_0 block's decoding time)."""
     fields = blocks[..., start:start + 2].view(np.int16)
     return _exact_f16(fields, np.empty(fields.shape, np.int32))
