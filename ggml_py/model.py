@@ -85,7 +85,7 @@ class GptJ:
         # (np.zeros maps pages lazily; NumPy asks for 2 MiB huge pages, and a head-major cache
         # would fault in every head's whole context at the first token: +1.9 GB for GPT-J-6B)
         self.cache_k = np.zeros((hp.n_layer, hp.n_ctx, hp.n_head, self.head_dim), np.float32)
-        self.cache_v = np.zeros_like(self.cache_k)
+        self.cache_v = np.zeros(self.cache_k.shape, np.float32)  # not zeros_like: it writes every page
         self.n_past = 0                                          # positions the cache holds
         self.cos, self.sin = rotary_tables(hp.n_ctx, hp.n_rot)   # [n_ctx, R/2]
 

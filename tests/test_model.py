@@ -8,6 +8,7 @@ and determinism.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -177,3 +178,24 @@ def test_load_picks_the_backend_from_the_environment(peer, monkeypatch):
     monkeypatch.setenv("GGML_PY_BACKEND", "no-such-backend")
     with pytest.raises(ggml_py.BackendError, match="unknown backend 'no-such-backend'"):
         ggml_py.load(peer / "tiny-gptj" / "ggml-model-q4_0.bin")
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+def _resident_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux's /proc/self/statm")
+def test_kv_cache_memory_is_only_used_by_the_positions_evaluated():
+    # 2 layers x 262144 positions x 64 floats: 128 MiB for keys and 128 MiB for values. Creating
+    # the model and evaluating 3 tokens may touch the rotary tables (8 MiB) and the cache pages
+    # of those positions (a 2 MiB huge page per layer and cache at most), never whole caches.
+    model_file = reference.random_gptj(GGMLType.F32, n_ctx=1 << 18, n_embd=64, n_head=4, n_layer=2)
+    before = _resident_mib()
+    model = GptJ(model_file, create_backend("numpy-blas"))
+    model.eval([1, 2, 3], 0)
+    grown = _resident_mib() - before
+    assert model.cache_k.nbytes + model.cache_v.nbytes == 256 * 2**20
+    assert grown < 32, f"the model grew the resident memory by {grown:.0f} MiB"
