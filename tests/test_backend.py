@@ -66,6 +66,21 @@ def test_numpy_blas_refuses_a_model_larger_than_available_memory_before_decoding
         create_backend("numpy-blas").prepare("model.bin", {"lm_head.weight": huge})
 
 
+def test_numpy_blas_refuses_weights_that_fit_only_without_room_to_run():
+    from backends.numpy_blas import available_memory, running_reserve
+
+    available = available_memory()
+    assert available is not None and available > 0
+    # float32 weights 256 MiB short of what is available: they would fit, the run would not
+    rows = (available - 2**28) // (4 * 4096)
+    assert running_reserve(4 * rows * 4096) >= 2**30
+    empty = np.zeros(0, dtype=np.uint8)                      # decoding it would fail loudly
+    huge = TensorInfo("lm_head.weight", GGMLType.F16, (rows, 4096), 0, rows * 4096 * 2, empty)
+    with pytest.raises(BackendError, match=r"model\.bin: numpy-blas needs .* GiB for float32 weights "
+                                           r"\(plus .* GiB to run\) but only .* available"):
+        create_backend("numpy-blas").prepare("model.bin", {"lm_head.weight": huge})
+
+
 def test_available_memory_reads_memavailable(tmp_path):
     from backends.numpy_blas import available_memory
 
