@@ -103,11 +103,12 @@ def test_linear_is_exact_for_single_products_of_extreme_values(conformance_backe
 
 @pytest.mark.parametrize("ggml_type", ALL_TYPES, ids=lambda t: t.short_name)
 @pytest.mark.parametrize("magnitude", [3e5, 1e30])
-def test_linear_handles_huge_activations(conformance_backend, ggml_type, magnitude):
-    rng = _rng("huge", ggml_type, magnitude)
+@pytest.mark.parametrize("n_tokens", [1, 3])                 # decoding and prompt paths may differ
+def test_linear_handles_huge_activations(conformance_backend, ggml_type, magnitude, n_tokens):
+    rng = _rng("huge", ggml_type, magnitude, n_tokens)
     record = reference.tensor_record("w", rng.standard_normal((40, 64)), ggml_type, misalign=2)
     handle = _prepare(conformance_backend, w=record)["w"]
-    x = (magnitude * rng.standard_normal((3, 64))).astype(np.float32)
+    x = (magnitude * rng.standard_normal((n_tokens, 64))).astype(np.float32)
     out = conformance_backend.linear(x, handle)
     assert np.isfinite(out).all()
     _assert_linear_close(out, x, reference.decoded(record), None)
