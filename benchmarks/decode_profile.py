@@ -3,9 +3,9 @@
 Every operation of the backend (linear, attention, layer_norm, gelu, embedding) is timed by
 wrapping it on the loaded backend; for ``blocked-f16`` the weight conversion inside ``linear`` is
 measured separately by decoding every matrix a step reads (on the backend's own threads, the same
-row ranges) without the products, and BLAS is the rest of ``linear`` (for q8_0, q4_0 and q5_0
-the one-token path decodes the quants only: reading and applying the block scales counts as BLAS). Sampling is ggml's top-k 40
-/ top-p 0.9 sampler on the step's logits. "Python and graph" is the step's wall time minus all of
+row ranges) without the products, and BLAS is the rest of ``linear`` (for the block formats the
+one-token path decodes the quants only: reading and applying the block scales counts as BLAS).
+Sampling is ggml's top-k 40 / top-p 0.9 sampler on the step's logits. "Python and graph" is the step's wall time minus all of
 the above: rotary embedding, KV-cache writes, reshapes, residual adds, call overhead.
 
     python benchmarks/decode_profile.py MODEL.bin [--backends numpy-blas,blocked-f16] [--threads 2]
@@ -33,7 +33,7 @@ def conversion_seconds(backend, weights: dict, names) -> float:
     for name in names:
         weight = weights[name]
 
-        # one token of q8_0/q4_0/q5_0 decodes the quants only (their scales come after the products)
+        # one token of a block format decodes the quants only (their scales come after the products)
         decode = weight._unscaled_quants if weight._folds_scales else weight._decode
 
         def decode_rows(a: int, b: int) -> None:
