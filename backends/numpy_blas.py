@@ -5,11 +5,13 @@ bound by memory bandwidth, and prompt evaluation is a matrix-matrix product at B
 price is memory: 4 bytes per parameter, so the backend refuses up front (``BackendError``) a model
 whose float32 weights exceed ``MemAvailable`` in ``/proc/meminfo``.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, Mapping, Optional
+from typing import Any
 
 import numpy as np
 
@@ -24,11 +26,11 @@ class NumpyBlasBackend(Float32Ops):
     name = "numpy-blas"
     description = "weights converted once to float32 in RAM; matrix products through NumPy's BLAS"
 
-    def __init__(self, n_threads: Optional[int] = None):
+    def __init__(self, n_threads: int | None = None):
         # the threads are the BLAS library's; the graph itself is single-threaded Python
         self.n_threads = n_threads or default_thread_count()
 
-    def prepare(self, path: str, tensors: Mapping[str, TensorRecord]) -> Dict[str, Any]:
+    def prepare(self, path: str, tensors: Mapping[str, TensorRecord]) -> dict[str, Any]:
         needed = sum(4 * math.prod(t.shape) for t in tensors.values())
         reserve = running_reserve(needed)
         available = available_memory()
@@ -39,6 +41,7 @@ class NumpyBlasBackend(Float32Ops):
                 f"{reserve / 2**30:.2f} GiB to run) but only {available / 2**30:.2f} GiB of memory "
                 "is available; use the blocked-f16 backend",
             )
+
         # own, aligned, contiguous copies: BLAS must never read the (unaligned) memory map.
         # Decoding runs in NumPy passes that release the GIL: one tensor per thread at a time.
         def to_float32(t: TensorRecord) -> np.ndarray:
@@ -50,9 +53,11 @@ class NumpyBlasBackend(Float32Ops):
     def embedding(self, table: np.ndarray, ids: np.ndarray) -> np.ndarray:
         return table[ids]
 
-    def linear(self, x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None) -> np.ndarray:
-        set_blas_threads(self.n_threads)                           # another backend may have changed it
-        y = x @ weight.T                                           # [T, out], one BLAS call
+    def linear(
+        self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None
+    ) -> np.ndarray:
+        set_blas_threads(self.n_threads)  # another backend may have changed it
+        y = x @ weight.T  # [T, out], one BLAS call
         if bias is not None:
             y += bias
         return y
@@ -70,7 +75,7 @@ def running_reserve(weight_bytes: int) -> int:
     return 2**30 + weight_bytes // 20
 
 
-def available_memory(meminfo: str = MEMINFO) -> Optional[int]:
+def available_memory(meminfo: str = MEMINFO) -> int | None:
     """``MemAvailable`` in bytes, or ``None`` where the kernel does not report it."""
     try:
         with open(meminfo) as f:

@@ -11,6 +11,7 @@ the page cache. The temporary folder is deleted at the end.
 
     /work/venv/bin/python benchmarks/checkpoint_read.py [--gib 2] [--workdir DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator, Tuple
 
 import numpy as np
 
@@ -52,17 +53,27 @@ def layer_count(gib: float) -> int:
 
 def random_f16(count: int, rng: np.random.Generator) -> Iterator[bytes]:
     for start in range(0, count, CHUNK_ELEMENTS):
-        yield rng.standard_normal(min(CHUNK_ELEMENTS, count - start), dtype=np.float32).astype(np.float16).tobytes()
+        yield (
+            rng.standard_normal(min(CHUNK_ELEMENTS, count - start), dtype=np.float32)
+            .astype(np.float16)
+            .tobytes()
+        )
 
 
-def write_checkpoint(path: Path, n_layer: int) -> Dict[str, Tuple[int, ...]]:
-    shapes = {f"transformer.h.{layer}.{name}": shape for layer in range(n_layer) for name, shape in LAYER_SHAPES.items()}
+def write_checkpoint(path: Path, n_layer: int) -> dict[str, tuple[int, ...]]:
+    shapes = {
+        f"transformer.h.{layer}.{name}": shape
+        for layer in range(n_layer)
+        for name, shape in LAYER_SHAPES.items()
+    }
     entries = {}
     for key, (name, shape) in enumerate(shapes.items()):
-        strides = tuple(int(np.prod(shape[axis + 1:])) for axis in range(len(shape)))
+        strides = tuple(int(np.prod(shape[axis + 1 :])) for axis in range(len(shape)))
         entries[name] = tensor("HalfStorage", str(key), int(np.prod(shape)), shape, strides)
     rng = np.random.default_rng(0)
-    records = {str(key): random_f16(int(np.prod(shape)), rng) for key, shape in enumerate(shapes.values())}
+    records = {
+        str(key): random_f16(int(np.prod(shape)), rng) for key, shape in enumerate(shapes.values())
+    }
     torch_zip(path, state_dict(entries), records, prefix="pytorch_model")
     return shapes
 
@@ -72,7 +83,7 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def read_all(path: str) -> Dict[str, float]:
+def read_all(path: str) -> dict[str, float]:
     """Runs in the child: open, then read and drop every tensor."""
     import ggml_py
 
@@ -100,7 +111,9 @@ def read_all(path: str) -> Dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=2.0, help="checkpoint size in GiB (default 2)")
-    parser.add_argument("--workdir", help="folder for the temporary checkpoint (default: the system's)")
+    parser.add_argument(
+        "--workdir", help="folder for the temporary checkpoint (default: the system's)"
+    )
     parser.add_argument("--read", help=argparse.SUPPRESS)  # the child process's mode
     args = parser.parse_args()
     if args.read:
@@ -112,12 +125,19 @@ def main() -> None:
         shapes = write_checkpoint(path, layer_count(args.gib))
         written = time.perf_counter() - began
         size = path.stat().st_size
-        child = subprocess.run([sys.executable, __file__, "--read", str(path)], capture_output=True, text=True, check=True)
+        child = subprocess.run(
+            [sys.executable, __file__, "--read", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         result = json.loads(child.stdout)
     largest = max(int(np.prod(shape)) * 2 for shape in shapes.values())
     mib = 2**20
-    print(f"checkpoint: {size / 2**30:.2f} GiB torch zip, {result['tensors']} float16 tensors, "
-          f"largest {largest / mib:.0f} MiB (written in {written:.1f} s)\n")
+    print(
+        f"checkpoint: {size / 2**30:.2f} GiB torch zip, {result['tensors']} float16 tensors, "
+        f"largest {largest / mib:.0f} MiB (written in {written:.1f} s)\n"
+    )
     print("| open | read all tensors | read speed | RSS at start | peak RSS | peak - start |")
     print("|---|---|---|---|---|---|")
     print(

@@ -9,6 +9,7 @@ written to a temporary folder that is deleted at the end.
 
     /work/venv/bin/python benchmarks/convert_quantize.py [--6b] [--workdir DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, NamedTuple, Tuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -45,9 +46,16 @@ SHAPES = {
 def write_checkpoint(folder: str, shape: Shape) -> int:
     """A Hugging Face folder with random f16 weights; returns the safetensors file size."""
     config = {
-        "model_type": "gptj", "n_embd": shape.n_embd, "n_layer": shape.n_layer, "n_head": shape.n_head,
-        "rotary_dim": shape.n_rot, "n_positions": 2048, "vocab_size": shape.n_vocab, "n_inner": None,
-        "layer_norm_epsilon": 1e-5, "tie_word_embeddings": False,
+        "model_type": "gptj",
+        "n_embd": shape.n_embd,
+        "n_layer": shape.n_layer,
+        "n_head": shape.n_head,
+        "rotary_dim": shape.n_rot,
+        "n_positions": 2048,
+        "vocab_size": shape.n_vocab,
+        "n_inner": None,
+        "layer_norm_epsilon": 1e-5,
+        "tie_word_embeddings": False,
     }
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(config, f)
@@ -56,11 +64,15 @@ def write_checkpoint(folder: str, shape: Shape) -> int:
     with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
         json.dump(vocab, f, ensure_ascii=False)
     shapes = gptj_tensor_shapes(shape.n_vocab, shape.n_embd, shape.n_layer)
-    header: Dict[str, object] = {"__metadata__": {"format": "pt"}}
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for name in gptj_tensor_names(shape.n_layer):
         nbytes = 2 * int(np.prod(shapes[name]))
-        header[name] = {"dtype": "F16", "shape": list(shapes[name]), "data_offsets": [offset, offset + nbytes]}
+        header[name] = {
+            "dtype": "F16",
+            "shape": list(shapes[name]),
+            "data_offsets": [offset, offset + nbytes],
+        }
         offset += nbytes
     encoded = json.dumps(header).encode()
     encoded += b" " * (-len(encoded) % 8)
@@ -79,7 +91,7 @@ def write_checkpoint(folder: str, shape: Shape) -> int:
     return os.path.getsize(os.path.join(folder, "model.safetensors"))
 
 
-def run_child(arguments: List[str]) -> Tuple[float, float]:
+def run_child(arguments: list[str]) -> tuple[float, float]:
     """Run ``python -m ggml_py ARGS``; returns (seconds, peak RSS in MiB) of that child alone."""
     start = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", "ggml_py", *arguments])
@@ -87,25 +99,45 @@ def run_child(arguments: List[str]) -> Tuple[float, float]:
     seconds = time.monotonic() - start
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
-        raise SystemExit(f"ggml-py {' '.join(arguments)} failed with exit code {process.returncode}")
+        raise SystemExit(
+            f"ggml-py {' '.join(arguments)} failed with exit code {process.returncode}"
+        )
     return seconds, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
-def benchmark(shape: Shape, workdir: str) -> List[str]:
+def benchmark(shape: Shape, workdir: str) -> list[str]:
     rows = []
     with tempfile.TemporaryDirectory(dir=workdir, prefix=f"ggml-py-bench-{shape.name}-") as folder:
         checkpoint_bytes = write_checkpoint(folder, shape)
         f16 = os.path.join(folder, "ggml-model-f16.bin")
         jobs = [
-            ("convert f16", ["convert", folder, "--outtype", "f16", "--outfile", f16, "--quiet"], checkpoint_bytes, f16),
+            (
+                "convert f16",
+                ["convert", folder, "--outtype", "f16", "--outfile", f16, "--quiet"],
+                checkpoint_bytes,
+                f16,
+            ),
         ]
         for outtype in ("q8_0", "q4_0"):
             out = os.path.join(folder, f"direct-{outtype}.bin")
-            jobs.append((f"convert {outtype}", ["convert", folder, "--outtype", outtype, "--outfile", out, "--quiet"],
-                         checkpoint_bytes, out))
+            jobs.append(
+                (
+                    f"convert {outtype}",
+                    ["convert", folder, "--outtype", outtype, "--outfile", out, "--quiet"],
+                    checkpoint_bytes,
+                    out,
+                )
+            )
         for outtype in ("q8_0", "q4_0"):
             out = os.path.join(folder, f"quantized-{outtype}.bin")
-            jobs.append((f"quantize f16 -> {outtype}", ["quantize", "--quiet", f16, out, outtype], None, out))
+            jobs.append(
+                (
+                    f"quantize f16 -> {outtype}",
+                    ["quantize", "--quiet", f16, out, outtype],
+                    None,
+                    out,
+                )
+            )
         for label, arguments, input_bytes, output in jobs:
             seconds, peak_mib = run_child(arguments)
             input_bytes = input_bytes if input_bytes is not None else os.path.getsize(f16)
@@ -113,7 +145,8 @@ def benchmark(shape: Shape, workdir: str) -> List[str]:
             if output != f16:
                 os.unlink(output)  # keep the disk footprint to the checkpoint and the f16 file
             rows.append(
-                f"| {shape.name} | {label} | {output_bytes:,} | {seconds:.1f} | {input_bytes / seconds / 1e6:.0f} | {peak_mib:,.0f} |"
+                f"| {shape.name} | {label} | {output_bytes:,} | {seconds:.1f} "
+                f"| {input_bytes / seconds / 1e6:.0f} | {peak_mib:,.0f} |"
             )
             print(rows[-1], file=sys.stderr, flush=True)
     return rows
@@ -121,8 +154,15 @@ def benchmark(shape: Shape, workdir: str) -> List[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--6b", dest="six_b", action="store_true", help="also run the GPT-J-6B shape (~25 GB of disk)")
-    parser.add_argument("--workdir", default=tempfile.gettempdir(), help="where the temporary files go")
+    parser.add_argument(
+        "--6b",
+        dest="six_b",
+        action="store_true",
+        help="also run the GPT-J-6B shape (~25 GB of disk)",
+    )
+    parser.add_argument(
+        "--workdir", default=tempfile.gettempdir(), help="where the temporary files go"
+    )
     args = parser.parse_args()
     shapes = [SHAPES["1B"]] + ([SHAPES["6B"]] if args.six_b else [])
     rows = []

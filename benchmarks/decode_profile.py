@@ -5,20 +5,21 @@ wrapping it on the loaded backend; for ``blocked-f16`` the weight conversion ins
 measured separately by decoding every matrix a step reads (on the backend's own threads, the same
 row ranges) without the products, and BLAS is the rest of ``linear`` (for the block formats the
 one-token path decodes the quants only: reading and applying the block scales counts as BLAS).
-Sampling is ggml's top-k 40 / top-p 0.9 sampler on the step's logits. "Python and graph" is the step's wall time minus all of
-the above: rotary embedding, KV-cache writes, reshapes, residual adds, call overhead.
+Sampling is ggml's top-k 40 / top-p 0.9 sampler on the step's logits. "Python and graph" is the
+step's wall time minus all of the above: rotary embedding, KV-cache writes, reshapes, residual
+adds, call overhead.
 
     python benchmarks/decode_profile.py MODEL.bin [--backends numpy-blas,blocked-f16] [--threads 2]
 
 Use a file written by ``benchmarks/inference_speed.py``'s ``write_model`` (or any GPT-J file).
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 import time
 from collections import defaultdict
-from typing import Dict
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def conversion_seconds(backend, weights: dict, names) -> float:
         # one token of a block format decodes the quants only (their scales come after the products)
         decode = weight._unscaled_quants if weight._folds_scales else weight._decode
 
-        def decode_rows(a: int, b: int) -> None:
+        def decode_rows(a: int, b: int, weight=weight, decode=decode) -> None:
             for begin in range(a, b, weight.block_rows):
                 decode(begin, min(begin + weight.block_rows, b), backend._scratch)
 
@@ -48,13 +49,15 @@ def conversion_seconds(backend, weights: dict, names) -> float:
     return time.perf_counter() - start
 
 
-def profile(path: str, backend_name: str, threads: int, n_prompt: int, n_steps: int) -> Dict[str, float]:
+def profile(
+    path: str, backend_name: str, threads: int, n_prompt: int, n_steps: int
+) -> dict[str, float]:
     import ggml_py
     from ggml_py.sampling import Sampler, SamplingSettings
 
     model = ggml_py.load(path, backend=backend_name, n_threads=threads)
     backend = model.backend
-    spent: Dict[str, float] = defaultdict(float)
+    spent: dict[str, float] = defaultdict(float)
 
     def timed(op, method):
         def wrapper(*args, **kwargs):
@@ -62,6 +65,7 @@ def profile(path: str, backend_name: str, threads: int, n_prompt: int, n_steps: 
             result = method(*args, **kwargs)
             spent[op] += time.perf_counter() - start
             return result
+
         return wrapper
 
     for op in OPS:
@@ -83,9 +87,14 @@ def profile(path: str, backend_name: str, threads: int, n_prompt: int, n_steps: 
     row["eval"] = 1000 * total / n_steps
     row["python"] = row["eval"] - sum(row[op] for op in OPS)
     if backend_name == "blocked-f16":
-        matrices = [name for name, handle in model.weights.items()
-                    if hasattr(handle, "block_rows") and name != "transformer.wte.weight"]
-        row["conversion"] = 1000 * min(conversion_seconds(backend, model.weights, matrices) for _ in range(3))
+        matrices = [
+            name
+            for name, handle in model.weights.items()
+            if hasattr(handle, "block_rows") and name != "transformer.wte.weight"
+        ]
+        row["conversion"] = 1000 * min(
+            conversion_seconds(backend, model.weights, matrices) for _ in range(3)
+        )
     else:
         row["conversion"] = 0.0
     row["blas"] = row["linear"] - row["conversion"]
@@ -101,15 +110,21 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=16)
     args = parser.parse_args()
     with open("/proc/loadavg") as f:
-        print(f"{args.model}: {args.threads} threads, decode after a {args.prompt}-token prompt, "
-              f"mean of {args.steps} steps, ms per token; load average {f.read().split()[0]}\n")
-    print("| backend | eval | weight conversion | BLAS | attention | layer norm + gelu | embedding "
-          "| Python and graph | sampling |")
+        print(
+            f"{args.model}: {args.threads} threads, decode after a {args.prompt}-token prompt, "
+            f"mean of {args.steps} steps, ms per token; load average {f.read().split()[0]}\n"
+        )
+    print(
+        "| backend | eval | weight conversion | BLAS | attention | layer norm + gelu | embedding "
+        "| Python and graph | sampling |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.backends.split(","):
         r = profile(args.model, name, args.threads, args.prompt, args.steps)
-        print(f"| {name} | {r['eval']:.1f} | {r['conversion']:.1f} | {r['blas']:.1f} | {r['attention']:.1f} "
-              f"| {r['layer_norm'] + r['gelu']:.1f} | {r['embedding']:.2f} | {r['python']:.1f} | {r['sampling']:.1f} |")
+        print(
+            f"| {name} | {r['eval']:.1f} | {r['conversion']:.1f} | {r['blas']:.1f} | {r['attention']:.1f} "
+            f"| {r['layer_norm'] + r['gelu']:.1f} | {r['embedding']:.2f} | {r['python']:.1f} | {r['sampling']:.1f} |"
+        )
     return 0
 
 

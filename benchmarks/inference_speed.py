@@ -22,6 +22,7 @@ issue 7 for this machine class) and PASS/FAIL for the issue's targets:
     python benchmarks/inference_speed.py --layers 2 --prompt 16 --decode 4   # a quick smoke run
     python benchmarks/inference_speed.py --repeat 3    # medians of 3 alternating rounds (noisy VMs)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,11 +34,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
-SHAPES = {"1B": dict(n_embd=2048, n_layer=16, n_head=16), "6B": dict(n_embd=4096, n_layer=28, n_head=16)}
+SHAPES = {
+    "1B": dict(n_embd=2048, n_layer=16, n_head=16),
+    "6B": dict(n_embd=4096, n_layer=28, n_head=16),
+}
 N_VOCAB, N_CTX, N_ROT = 50400, 2048, 64
 
 
@@ -45,7 +49,7 @@ class Reference(NamedTuple):
     """ggml's gpt-j on this machine class (issue 7: medians of the measured ranges, 2 threads)."""
 
     decode_ms: float
-    prefill_ms: Optional[float]
+    prefill_ms: float | None
     load_s: float
     peak_rss_mib: float
 
@@ -58,9 +62,13 @@ ISSUE_FIGURES = {
 }
 
 # (shape, type, backend) -> largest allowed decode ratio to ggml
-DECODE_TARGETS = {("1B", "f16", "blocked-f16"): 3.0, ("1B", "f16", "numpy-blas"): 2.0,
-                  ("1B", "q8_0", "blocked-f16"): 4.0, ("1B", "q4_0", "blocked-f16"): 4.0,
-                  ("6B", "f16", "blocked-f16"): 3.0}
+DECODE_TARGETS = {
+    ("1B", "f16", "blocked-f16"): 3.0,
+    ("1B", "f16", "numpy-blas"): 2.0,
+    ("1B", "q8_0", "blocked-f16"): 4.0,
+    ("1B", "q4_0", "blocked-f16"): 4.0,
+    ("6B", "f16", "blocked-f16"): 3.0,
+}
 PREFILL_TARGETS = {("1B", "f16", "blocked-f16"): 0.5, ("1B", "f16", "numpy-blas"): 0.5}
 PREFILL_LIMIT_MS = 15.0
 LOAD_TARGETS = {("1B", "f16", "blocked-f16"): 0.2, ("6B", "f16", "blocked-f16"): 0.2}
@@ -68,6 +76,7 @@ RSS_LIMITS_MIB = {("6B", "f16", "blocked-f16"): 13.5 * 1000**3 / 2**20}
 
 
 # --- random model files ----------------------------------------------------------------------
+
 
 def write_model(path: str, file_type: str, n_embd: int, n_layer: int, n_head: int) -> None:
     """A GPT-J file of random weights (normal, sigma 0.02) in ``file_type`` through ``write_ggml``."""
@@ -89,24 +98,49 @@ def write_model(path: str, file_type: str, n_embd: int, n_layer: int, n_head: in
     shapes = [("transformer.wte.weight", (N_VOCAB, E))]
     for layer in range(n_layer):
         p = f"transformer.h.{layer}."
-        shapes += [(p + "ln_1.weight", (E,)), (p + "ln_1.bias", (E,)),
-                   (p + "attn.k_proj.weight", (E, E)), (p + "attn.v_proj.weight", (E, E)),
-                   (p + "attn.q_proj.weight", (E, E)), (p + "attn.out_proj.weight", (E, E)),
-                   (p + "mlp.fc_in.weight", (F, E)), (p + "mlp.fc_in.bias", (F,)),
-                   (p + "mlp.fc_out.weight", (E, F)), (p + "mlp.fc_out.bias", (E,))]
-    shapes += [("transformer.ln_f.weight", (E,)), ("transformer.ln_f.bias", (E,)),
-               ("lm_head.weight", (N_VOCAB, E)), ("lm_head.bias", (N_VOCAB,))]
-    records = [TensorRecord(name, ftype.weight_type if len(shape) == 2 else GGMLType.F32, shape,
-                            chunks(shape, ftype.weight_type if len(shape) == 2 else GGMLType.F32))
-               for name, shape in shapes]
+        shapes += [
+            (p + "ln_1.weight", (E,)),
+            (p + "ln_1.bias", (E,)),
+            (p + "attn.k_proj.weight", (E, E)),
+            (p + "attn.v_proj.weight", (E, E)),
+            (p + "attn.q_proj.weight", (E, E)),
+            (p + "attn.out_proj.weight", (E, E)),
+            (p + "mlp.fc_in.weight", (F, E)),
+            (p + "mlp.fc_in.bias", (F,)),
+            (p + "mlp.fc_out.weight", (E, F)),
+            (p + "mlp.fc_out.bias", (E,)),
+        ]
+    shapes += [
+        ("transformer.ln_f.weight", (E,)),
+        ("transformer.ln_f.bias", (E,)),
+        ("lm_head.weight", (N_VOCAB, E)),
+        ("lm_head.bias", (N_VOCAB,)),
+    ]
+    records = [
+        TensorRecord(
+            name,
+            ftype.weight_type if len(shape) == 2 else GGMLType.F32,
+            shape,
+            chunks(shape, ftype.weight_type if len(shape) == 2 else GGMLType.F32),
+        )
+        for name, shape in shapes
+    ]
     hparams = GptjHparams(N_VOCAB, N_CTX, E, n_head, n_layer, N_ROT, ftype)
     # single bytes, then words: ggml's greedy tokenizer reads a prompt of letters byte by byte
     vocab = [bytes([i]) if i < 256 else b"t%d" % i for i in range(N_VOCAB)]
-    write_ggml(path, hparams, vocab, records,
-               quantization_version=QNT_VERSION if ftype.weight_type not in (GGMLType.F32, GGMLType.F16) else 0)
+    write_ggml(
+        path,
+        hparams,
+        vocab,
+        records,
+        quantization_version=QNT_VERSION
+        if ftype.weight_type not in (GGMLType.F32, GGMLType.F16)
+        else 0,
+    )
 
 
 # --- measurements ----------------------------------------------------------------------------
+
 
 def measure_backend(path: str, backend: str, threads: int, n_prompt: int, n_decode: int) -> dict:
     """In the child process: load, prefill, greedy decode; times and peak RSS."""
@@ -116,7 +150,7 @@ def measure_backend(path: str, backend: str, threads: int, n_prompt: int, n_deco
     model = ggml_py.load(path, backend=backend, n_threads=threads)
     load_s = time.perf_counter() - start
     prompt = [int(i) for i in np.random.default_rng(1).integers(256, N_VOCAB, n_prompt)]
-    model.eval(prompt[:4], 0, last_only=True)                    # warm-up, as ggml does
+    model.eval(prompt[:4], 0, last_only=True)  # warm-up, as ggml does
     start = time.perf_counter()
     logits = model.eval(prompt, 0, last_only=True)
     prefill_s = time.perf_counter() - start
@@ -125,9 +159,12 @@ def measure_backend(path: str, backend: str, threads: int, n_prompt: int, n_deco
     for step in range(n_decode):
         token = int(np.argmax(model.eval([token], n_prompt + step, last_only=True)))
     decode_s = time.perf_counter() - start
-    return {"load_s": load_s, "prefill_ms": 1000 * prefill_s / n_prompt,
-            "decode_ms": 1000 * decode_s / n_decode,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "load_s": load_s,
+        "prefill_ms": 1000 * prefill_s / n_prompt,
+        "decode_ms": 1000 * decode_s / n_decode,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def measure_ctransformers(path: str, threads: int, n_prompt: int, n_decode: int) -> dict:
@@ -135,8 +172,9 @@ def measure_ctransformers(path: str, threads: int, n_prompt: int, n_decode: int)
     from ctransformers import AutoModelForCausalLM
 
     start = time.perf_counter()
-    llm = AutoModelForCausalLM.from_pretrained(path, model_type="gptj", threads=threads,
-                                               context_length=N_CTX, batch_size=n_prompt)
+    llm = AutoModelForCausalLM.from_pretrained(
+        path, model_type="gptj", threads=threads, context_length=N_CTX, batch_size=n_prompt
+    )
     load_s = time.perf_counter() - start
     prompt = [int(i) for i in np.random.default_rng(1).integers(256, N_VOCAB, n_prompt)]
     llm.eval(prompt[:4], threads=threads)
@@ -148,9 +186,12 @@ def measure_ctransformers(path: str, threads: int, n_prompt: int, n_decode: int)
     for _ in range(n_decode):
         llm.eval([llm.sample(top_k=1)], threads=threads)
     decode_s = time.perf_counter() - start
-    return {"load_s": load_s, "prefill_ms": 1000 * prefill_s / n_prompt,
-            "decode_ms": 1000 * decode_s / n_decode,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "load_s": load_s,
+        "prefill_ms": 1000 * prefill_s / n_prompt,
+        "decode_ms": 1000 * decode_s / n_decode,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def run_ggml_binary(binary: str, path: str, threads: int, n_prompt: int, n_decode: int) -> dict:
@@ -159,37 +200,74 @@ def run_ggml_binary(binary: str, path: str, threads: int, n_prompt: int, n_decod
     positions; with a 1-token prompt that is the decode figure."""
 
     def run(prompt: str, n_predict: int) -> tuple:
-        process = subprocess.Popen([binary, "-m", path, "-t", str(threads), "-p", prompt, "-n", str(n_predict),
-                                    "--top_k", "1", "-s", "1"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            [
+                binary,
+                "-m",
+                path,
+                "-t",
+                str(threads),
+                "-p",
+                prompt,
+                "-n",
+                str(n_predict),
+                "--top_k",
+                "1",
+                "-s",
+                "1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         output = process.stdout.read()
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         if process.returncode != 0:
-            raise RuntimeError(f"{binary} exited with {process.returncode}: {output.strip()[-200:]}")
-        per_token = float(re.search(r"predict time = .*?/\s*([\d.]+) ms per token", output).group(1))
+            raise RuntimeError(
+                f"{binary} exited with {process.returncode}: {output.strip()[-200:]}"
+            )
+        per_token = float(
+            re.search(r"predict time = .*?/\s*([\d.]+) ms per token", output).group(1)
+        )
         load_ms = float(re.search(r"load time =\s*([\d.]+) ms", output).group(1))
         return per_token, load_ms / 1000, usage.ru_maxrss / 1024
 
     prefill_ms, load_s, rss_prefill = run("a" * n_prompt, 1)
     decode_ms, _, rss_decode = run("a", n_decode)
-    return {"load_s": load_s, "prefill_ms": prefill_ms, "decode_ms": decode_ms,
-            "peak_rss_mib": max(rss_prefill, rss_decode)}
+    return {
+        "load_s": load_s,
+        "prefill_ms": prefill_ms,
+        "decode_ms": decode_ms,
+        "peak_rss_mib": max(rss_prefill, rss_decode),
+    }
 
 
 def in_child(system: str, path: str, args: argparse.Namespace) -> dict:
     """Measure ``system`` on ``path`` in a fresh interpreter; an ``error`` entry when it fails."""
-    command = [sys.executable, __file__, "--child", system, path, "--threads", str(args.threads),
-               "--prompt", str(args.prompt), "--decode", str(args.decode)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        system,
+        path,
+        "--threads",
+        str(args.threads),
+        "--prompt",
+        str(args.prompt),
+        "--decode",
+        str(args.decode),
+    ]
     child = subprocess.run(command, capture_output=True, text=True)
     if child.returncode != 0:
-        return {"error": (child.stderr.strip().splitlines() or ["exit %d" % child.returncode])[-1]}
+        return {"error": (child.stderr.strip().splitlines() or [f"exit {child.returncode}"])[-1]}
     return json.loads(child.stdout)
 
 
 # --- the table -------------------------------------------------------------------------------
 
-def median_result(runs: List[dict]) -> dict:
+
+def median_result(runs: list[dict]) -> dict:
     """Each figure's median over the rounds that succeeded (the first error when none did).
 
     >>> median_result([{"decode_ms": 3.0}, {"error": "x"}, {"decode_ms": 1.0}, {"decode_ms": 2.0}])
@@ -201,7 +279,7 @@ def median_result(runs: List[dict]) -> dict:
     return {key: float(np.median([run[key] for run in good])) for key in good[0]}
 
 
-def verdict(value: Optional[float], reference: Optional[float], limit: Optional[float]) -> str:
+def verdict(value: float | None, reference: float | None, limit: float | None) -> str:
     """``value (ratio x)`` and, when ``limit`` is a ratio target, PASS/FAIL."""
     if value is None:
         return "-"
@@ -214,7 +292,7 @@ def verdict(value: Optional[float], reference: Optional[float], limit: Optional[
     return text
 
 
-def table_rows(shape: str, file_type: str, results: Dict[str, dict], ggml: Reference) -> List[str]:
+def table_rows(shape: str, file_type: str, results: dict[str, dict], ggml: Reference) -> list[str]:
     rows = []
     for system, r in results.items():
         if "error" in r:
@@ -227,23 +305,35 @@ def table_rows(shape: str, file_type: str, results: Dict[str, dict], ggml: Refer
         rss = verdict(r["peak_rss_mib"], ggml.peak_rss_mib, None)
         if key in RSS_LIMITS_MIB:
             rss += f" **{'PASS' if r['peak_rss_mib'] <= RSS_LIMITS_MIB[key] else 'FAIL'}** (<= 13.5 GB)"
-        rows.append(f"| {shape} {file_type} | {system} | {verdict(r['decode_ms'], ggml.decode_ms, DECODE_TARGETS.get(key))} "
-                    f"| {prefill} | {verdict(r['load_s'], ggml.load_s, LOAD_TARGETS.get(key))} | {rss} |")
+        rows.append(
+            f"| {shape} {file_type} | {system} | {verdict(r['decode_ms'], ggml.decode_ms, DECODE_TARGETS.get(key))} "
+            f"| {prefill} | {verdict(r['load_s'], ggml.load_s, LOAD_TARGETS.get(key))} | {rss} |"
+        )
     return rows
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--types", default="f16,q8_0,q4_0", help="weight types of the 1B files")
-    parser.add_argument("--6b", dest="six_b", action="store_true", help="also the 6B f16 file (~13 GB disk and RAM)")
+    parser.add_argument(
+        "--6b", dest="six_b", action="store_true", help="also the 6B f16 file (~13 GB disk and RAM)"
+    )
     parser.add_argument("--backends", default="numpy-blas,blocked-f16")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompt", type=int, default=256, help="prompt tokens evaluated at once")
     parser.add_argument("--decode", type=int, default=32, help="greedy single-token steps")
-    parser.add_argument("--layers", type=int, help="override the layer count (quick runs; no targets apply)")
-    parser.add_argument("--folder", default=None, help="where the temporary files go (default: $TMPDIR)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="rounds over all systems per file, alternating; the table gives medians")
+    parser.add_argument(
+        "--layers", type=int, help="override the layer count (quick runs; no targets apply)"
+    )
+    parser.add_argument(
+        "--folder", default=None, help="where the temporary files go (default: $TMPDIR)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds over all systems per file, alternating; the table gives medians",
+    )
     parser.add_argument("--child", nargs=2, metavar=("SYSTEM", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -258,36 +348,48 @@ def main() -> int:
     binary = os.environ.get("GGML_GPTJ_BIN")
     try:
         import ctransformers  # noqa: F401  (only whether it is there)
+
         has_ctransformers = True
     except ImportError:
         has_ctransformers = False
     runs = [("1B", t) for t in args.types.split(",")] + ([("6B", "f16")] if args.six_b else [])
     with open("/proc/loadavg") as f:
         load_average = f.read().split()[0]
-    print(f"{args.threads} threads, prompt {args.prompt} tokens, {args.decode} decode steps; "
-          f"load average at start {load_average}; ggml: "
-          f"{binary or 'not given (GGML_GPTJ_BIN), ratios are to the figures of issue 7'}; "
-          f"ctransformers: {'yes' if has_ctransformers else 'not installed'}\n")
-    lines = ["| file | system | decode ms/token | prefill ms/token | load s | peak RSS MiB |",
-             "|---|---|---|---|---|---|"]
+    print(
+        f"{args.threads} threads, prompt {args.prompt} tokens, {args.decode} decode steps; "
+        f"load average at start {load_average}; ggml: "
+        f"{binary or 'not given (GGML_GPTJ_BIN), ratios are to the figures of issue 7'}; "
+        f"ctransformers: {'yes' if has_ctransformers else 'not installed'}\n"
+    )
+    lines = [
+        "| file | system | decode ms/token | prefill ms/token | load s | peak RSS MiB |",
+        "|---|---|---|---|---|---|",
+    ]
     with tempfile.TemporaryDirectory(prefix="ggml-py-bench-", dir=args.folder) as folder:
         for shape, file_type in runs:
             dims = dict(SHAPES[shape], **({"n_layer": args.layers} if args.layers else {}))
             path = os.path.join(folder, f"gptj-{shape}-{file_type}.bin")
             start = time.perf_counter()
             write_model(path, file_type, **dims)
-            print(f"wrote {shape} {file_type}: {os.path.getsize(path) / 2**20:.0f} MiB in "
-                  f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
-            rounds: Dict[str, List[dict]] = {}
-            for _ in range(args.repeat):                 # alternating, so a slow minute hits every system
+            print(
+                f"wrote {shape} {file_type}: {os.path.getsize(path) / 2**20:.0f} MiB in "
+                f"{time.perf_counter() - start:.0f} s",
+                file=sys.stderr,
+            )
+            rounds: dict[str, list[dict]] = {}
+            for _ in range(args.repeat):  # alternating, so a slow minute hits every system
                 if binary:
                     try:
-                        result = run_ggml_binary(binary, path, args.threads, args.prompt, args.decode)
+                        result = run_ggml_binary(
+                            binary, path, args.threads, args.prompt, args.decode
+                        )
                     except (OSError, RuntimeError, AttributeError) as error:
                         result = {"error": str(error)}
                     rounds.setdefault("ggml gpt-j", []).append(result)
                 if has_ctransformers:
-                    rounds.setdefault("ctransformers", []).append(in_child("ctransformers", path, args))
+                    rounds.setdefault("ctransformers", []).append(
+                        in_child("ctransformers", path, args)
+                    )
                 for backend in args.backends.split(","):
                     rounds.setdefault(backend, []).append(in_child(backend, path, args))
                 for system, runs in rounds.items():
@@ -295,13 +397,17 @@ def main() -> int:
             results = {system: median_result(runs) for system, runs in rounds.items()}
             measured = results.get("ggml gpt-j", {})
             if "decode_ms" in measured:
-                ggml = Reference(measured["decode_ms"], measured["prefill_ms"], measured["load_s"],
-                                 measured["peak_rss_mib"])
+                ggml = Reference(
+                    measured["decode_ms"],
+                    measured["prefill_ms"],
+                    measured["load_s"],
+                    measured["peak_rss_mib"],
+                )
             else:
                 ggml = ISSUE_FIGURES.get((shape, file_type), Reference(0, None, 0, 0))
             if args.layers:
                 ggml = Reference(0, None, 0, 0)
-            label = f"{shape}-{args.layers}-layers" if args.layers else shape   # no targets then
+            label = f"{shape}-{args.layers}-layers" if args.layers else shape  # no targets then
             lines += table_rows(label, file_type, results, ggml)
             os.remove(path)
     print("\n".join(lines))

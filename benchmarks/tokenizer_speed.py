@@ -11,6 +11,7 @@ tokenizer (empty caches); "warm" then encodes --megabytes of prose that repeats 
 The other libraries are measured only when importable (e.g. run this with a Python that has
 transformers installed); ids are compared with ours, and a mismatch is shown in the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,41 @@ sys.path.insert(0, str(REPO))
 from ggml_py.tokenizer import ENDOFTEXT, Tokenizer  # noqa: E402
 
 MODEL = REPO / "examples" / "tiny-gptj"
-DOCSTRING_MODULES = ["argparse", "collections", "json", "textwrap", "logging", "unittest", "email", "subprocess",
-                     "threading", "asyncio", "functools", "itertools", "os", "pathlib", "decimal",
-                     "fractions", "datetime", "calendar", "difflib", "pickle", "csv", "zipfile", "tarfile", "shutil",
-                     "tempfile", "random", "statistics", "inspect", "dataclasses", "enum", "socket", "ssl", "string"]
+DOCSTRING_MODULES = [
+    "argparse",
+    "collections",
+    "json",
+    "textwrap",
+    "logging",
+    "unittest",
+    "email",
+    "subprocess",
+    "threading",
+    "asyncio",
+    "functools",
+    "itertools",
+    "os",
+    "pathlib",
+    "decimal",
+    "fractions",
+    "datetime",
+    "calendar",
+    "difflib",
+    "pickle",
+    "csv",
+    "zipfile",
+    "tarfile",
+    "shutil",
+    "tempfile",
+    "random",
+    "statistics",
+    "inspect",
+    "dataclasses",
+    "enum",
+    "socket",
+    "ssl",
+    "string",
+]
 
 
 def english_paragraphs() -> list:
@@ -41,17 +73,25 @@ def english_paragraphs() -> list:
     documents = list(topics.values())
     for name in DOCSTRING_MODULES:
         module = importlib.import_module(name)
-        documents += [obj.__doc__ for obj in [module, *vars(module).values()] if isinstance(getattr(obj, "__doc__", None), str)]
+        documents += [
+            obj.__doc__
+            for obj in [module, *vars(module).values()]
+            if isinstance(getattr(obj, "__doc__", None), str)
+        ]
     paragraphs = {}
     for document in documents:
         for paragraph in document.split("\n\n"):
             stripped = paragraph.strip()
-            if len(stripped) > 80 and not paragraph.startswith(" ") and not stripped.startswith(">>>"):
+            if (
+                len(stripped) > 80
+                and not paragraph.startswith(" ")
+                and not stripped.startswith(">>>")
+            ):
                 paragraphs[" ".join(stripped.split())] = None
     return list(paragraphs)
 
 
-def seconds_to_encode(encode, paragraphs: list) -> "tuple[list, float]":
+def seconds_to_encode(encode, paragraphs: list) -> tuple[list, float]:
     start = time.perf_counter()
     ids = [encode(paragraph) for paragraph in paragraphs]
     return ids, time.perf_counter() - start
@@ -63,7 +103,9 @@ def tiktoken_gpt2():
     ours = Tokenizer.from_pretrained(MODEL)
     ranks = {ours.token_bytes(token_id): token_id for token_id in range(ours.eos_id)}
     pattern = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-    encoding = tiktoken.Encoding("gpt2", pat_str=pattern, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: ours.eos_id})
+    encoding = tiktoken.Encoding(
+        "gpt2", pat_str=pattern, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: ours.eos_id}
+    )
     return encoding.encode_ordinary
 
 
@@ -81,8 +123,12 @@ def hugging_face_tokenizers():
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--megabytes", type=float, default=4.0, help="size of the warm text (default 4)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the fastest counts")
+    parser.add_argument(
+        "--megabytes", type=float, default=4.0, help="size of the warm text (default 4)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per measurement; the fastest counts"
+    )
     args = parser.parse_args()
 
     distinct = english_paragraphs()
@@ -94,11 +140,16 @@ def main() -> None:
         tokenizer = Tokenizer.from_pretrained(MODEL)
         return tokenizer.encode
 
-    candidates = [("ggml-py (pure Python)", ours), ("Hugging Face tokenizers (Rust)", hugging_face_tokenizers),
-                  ("tiktoken gpt2 (Rust)", tiktoken_gpt2)]
-    print(f"English prose: {len(distinct)} distinct paragraphs ({distinct_mb:.2f} MB); warm text {warm_mb:.2f} MB; "
-          f"each paragraph encoded by its own call; fastest of {args.repeat} runs; "
-          f"Python {sys.version.split()[0]}, one thread\n")
+    candidates = [
+        ("ggml-py (pure Python)", ours),
+        ("Hugging Face tokenizers (Rust)", hugging_face_tokenizers),
+        ("tiktoken gpt2 (Rust)", tiktoken_gpt2),
+    ]
+    print(
+        f"English prose: {len(distinct)} distinct paragraphs ({distinct_mb:.2f} MB); warm text {warm_mb:.2f} MB; "
+        f"each paragraph encoded by its own call; fastest of {args.repeat} runs; "
+        f"Python {sys.version.split()[0]}, one thread\n"
+    )
     print("| tokenizer | load s | cold MB/s | warm MB/s | ids equal ggml-py's |")
     print("|---|---:|---:|---:|---|")
     reference_ids = None
@@ -119,7 +170,10 @@ def main() -> None:
         ids = [list(paragraph_ids) for paragraph_ids in cold_ids + warm_ids]
         reference_ids = reference_ids or ids
         same = "yes" if ids == reference_ids else "**no**"
-        print(f"| {name} | {load_seconds:.2f} | {distinct_mb / cold_seconds:.1f} | {warm_mb / warm_seconds:.1f} | {same} |")
+        print(
+            f"| {name} | {load_seconds:.2f} | {distinct_mb / cold_seconds:.1f} "
+            f"| {warm_mb / warm_seconds:.1f} | {same} |"
+        )
 
 
 if __name__ == "__main__":

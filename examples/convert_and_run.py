@@ -6,6 +6,7 @@ The same as ``ggml-py convert examples/tiny-gptj --outfile F`` followed by
 ``ggml-py run -m F -p PROMPT --top_k 1 -n 24``. The tiny model has random weights, so the text is
 nonsense, but it is exactly what Hugging Face transformers generates from the same checkpoint.
 """
+
 import sys
 import tempfile
 from pathlib import Path

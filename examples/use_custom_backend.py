@@ -7,6 +7,7 @@ Installed backends are found through the ``ggml_py.backends`` entry-point group;
 ggml-py names them. ``GGML_PY_BACKEND=example-float64`` or ``ggml-py run --backend
 example-float64`` select it as well.
 """
+
 import sys
 
 import ggml_py

@@ -8,6 +8,7 @@ Public API (everything else is internal):
 - ``load(path, backend=None, n_threads=None)``: a model ready for ``eval`` and ``generate``;
 - the error types below.
 """
+
 from ggml_py.checkpoint import load_state_dict, open_checkpoint
 from ggml_py.errors import (
     BackendError,

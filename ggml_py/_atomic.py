@@ -13,6 +13,7 @@ Errors of the file system (no space left, file too large, quota exceeded, no per
 such folder, a folder in the way) are raised as ``OSError`` naming the target path rather than
 the temporary file, so that a one-line message says which output failed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +22,8 @@ import os
 import re
 import tempfile
 import time
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 try:
     import fcntl
@@ -35,7 +37,7 @@ _WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSP
 
 
 @contextlib.contextmanager
-def atomic_output(path: "str | os.PathLike[str]") -> Iterator[BinaryIO]:
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Open a binary file for writing that appears at ``path`` only if the block succeeds.
 
     >>> import tempfile, pathlib
@@ -80,7 +82,7 @@ def atomic_output(path: "str | os.PathLike[str]") -> Iterator[BinaryIO]:
         raise
 
 
-def remove_stale_partials(path: "str | os.PathLike[str]") -> None:
+def remove_stale_partials(path: str | os.PathLike[str]) -> None:
     """Remove the temporary files that writers of ``path`` killed mid-write left behind (see the
     module docstring); files that a live writer holds, or that changed recently, stay."""
     if fcntl is None:
@@ -99,7 +101,10 @@ def remove_stale_partials(path: "str | os.PathLike[str]") -> None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a writer holds it
                 status = os.fstat(fd)
-                if time.time() - status.st_mtime >= STALE_AFTER and os.stat(candidate).st_ino == status.st_ino:
+                if (
+                    time.time() - status.st_mtime >= STALE_AFTER
+                    and os.stat(candidate).st_ino == status.st_ino
+                ):
                     os.unlink(candidate)
             finally:
                 os.close(fd)

@@ -12,14 +12,16 @@ True
 >>> resolve_backend_name("blocked-f16")
 'blocked-f16'
 """
+
 from __future__ import annotations
 
 import ctypes
 import functools
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Callable, Dict, Mapping, Optional, Protocol, Tuple, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -40,7 +42,7 @@ class TensorRecord(Protocol):
 
     name: str
     type: int
-    shape: Tuple[int, ...]
+    shape: tuple[int, ...]
     data: np.ndarray
 
 
@@ -56,7 +58,7 @@ class Backend(Protocol):
     name: str
     description: str
 
-    def prepare(self, path: str, tensors: Mapping[str, TensorRecord]) -> Dict[str, Any]:
+    def prepare(self, path: str, tensors: Mapping[str, TensorRecord]) -> dict[str, Any]:
         """Turn every tensor into a handle; raise ``BackendError(path, ...)`` to refuse a model."""
 
     def embedding(self, table: Any, ids: np.ndarray) -> np.ndarray:
@@ -85,20 +87,20 @@ class Float32Ops:
     """
 
     def layer_norm(self, x: np.ndarray, weight: Any, bias: Any, eps: float) -> np.ndarray:
-        mean = x.mean(axis=-1, keepdims=True)                      # [T, 1]
-        centered = x - mean                                        # [T, E]
+        mean = x.mean(axis=-1, keepdims=True)  # [T, 1]
+        centered = x - mean  # [T, E]
         variance = np.mean(centered * centered, axis=-1, keepdims=True)
-        centered *= 1.0 / np.sqrt(variance + np.float32(eps))      # [T, E] normalised
+        centered *= 1.0 / np.sqrt(variance + np.float32(eps))  # [T, E] normalised
         centered *= weight
         centered += bias
         return centered
 
     def gelu(self, x: np.ndarray) -> np.ndarray:
-        inner = x * x                                              # x^2
+        inner = x * x  # x^2
         inner *= np.float32(0.044715)
         inner += np.float32(1.0)
         inner *= x
-        inner *= np.float32(np.sqrt(2.0 / np.pi))                  # sqrt(2/pi) (x + 0.044715 x^3)
+        inner *= np.float32(np.sqrt(2.0 / np.pi))  # sqrt(2/pi) (x + 0.044715 x^3)
         np.tanh(inner, out=inner)
         inner += np.float32(1.0)
         inner *= x
@@ -107,7 +109,7 @@ class Float32Ops:
 
     def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
         n_query, n_key, head_dim = q.shape[1], k.shape[1], q.shape[2]
-        scores = np.matmul(q, k.transpose(0, 2, 1))                # [H, T, S]
+        scores = np.matmul(q, k.transpose(0, 2, 1))  # [H, T, S]
         scores *= np.float32(1.0 / np.sqrt(head_dim))
         if n_query > 1:
             # query i sits at absolute position S - T + i and must not see later keys
@@ -115,11 +117,12 @@ class Float32Ops:
             scores[:, future] = -np.inf
         scores -= scores.max(axis=-1, keepdims=True)
         np.exp(scores, out=scores)
-        scores /= scores.sum(axis=-1, keepdims=True)               # softmax over keys
-        return np.matmul(scores, v)                                # [H, T, D]
+        scores /= scores.sum(axis=-1, keepdims=True)  # softmax over keys
+        return np.matmul(scores, v)  # [H, T, D]
 
 
 # --- registry --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BackendEntry:
@@ -127,38 +130,43 @@ class BackendEntry:
 
     name: str
     target: str
-    distribution: Optional[str]
+    distribution: str | None
     entry_point: metadata.EntryPoint
 
     def load(self) -> type:
         try:
             return self.entry_point.load()
         except Exception as error:  # any import failure of a plugin is the plugin's problem
-            raise BackendError(None, f"backend '{self.name}' ({self.target}) cannot be imported: "
-                                     f"{type(error).__name__}: {error}") from error
+            raise BackendError(
+                None,
+                f"backend '{self.name}' ({self.target}) cannot be imported: "
+                f"{type(error).__name__}: {error}",
+            ) from error
 
 
-def installed_backends() -> Dict[str, BackendEntry]:
+def installed_backends() -> dict[str, BackendEntry]:
     """Every backend registered in the ``ggml_py.backends`` entry-point group, by name.
 
     When two distributions register the same name, the first one found on ``sys.path`` wins.
     """
-    found: Dict[str, BackendEntry] = {}
+    found: dict[str, BackendEntry] = {}
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if entry_point.name in found:
             continue
         dist = getattr(entry_point, "dist", None)
         where = f"{dist.metadata['Name']} {dist.version}" if dist is not None else None
-        found[entry_point.name] = BackendEntry(entry_point.name, entry_point.value, where, entry_point)
+        found[entry_point.name] = BackendEntry(
+            entry_point.name, entry_point.value, where, entry_point
+        )
     return found
 
 
-def resolve_backend_name(name: Optional[str] = None) -> str:
+def resolve_backend_name(name: str | None = None) -> str:
     """The backend to use: ``name`` if given, else ``$GGML_PY_BACKEND``, else ``numpy-blas``."""
     return name or os.environ.get(ENV_VAR) or DEFAULT_BACKEND
 
 
-def create_backend(name: Optional[str] = None, n_threads: Optional[int] = None) -> Backend:
+def create_backend(name: str | None = None, n_threads: int | None = None) -> Backend:
     """Instantiate a registered backend (name resolved by :func:`resolve_backend_name`)."""
     name = resolve_backend_name(name)
     if n_threads is not None and n_threads < 1:
@@ -168,8 +176,11 @@ def create_backend(name: Optional[str] = None, n_threads: Optional[int] = None) 
         known = ", ".join(sorted(entries)) or "none"
         raise BackendError(None, f"unknown backend '{name}' (installed: {known})")
     backend = entries[name].load()(n_threads=n_threads)
-    missing = [op for op in ("prepare", "embedding", "linear", "layer_norm", "gelu", "attention")
-               if not callable(getattr(backend, op, None))]
+    missing = [
+        op
+        for op in ("prepare", "embedding", "linear", "layer_norm", "gelu", "attention")
+        if not callable(getattr(backend, op, None))
+    ]
     if missing:
         raise BackendError(None, f"backend '{name}' does not implement {', '.join(missing)}")
     return backend
@@ -197,12 +208,14 @@ def set_blas_threads(count: int) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=None)
-def _openblas_thread_setter() -> Optional[Callable[[int], None]]:
+@functools.cache
+def _openblas_thread_setter() -> Callable[[int], None] | None:
     # NumPy, imported above, has loaded its BLAS library: find it among the mapped files
     try:
         with open("/proc/self/maps") as maps:
-            libraries = {line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()}
+            libraries = {
+                line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()
+            }
     except OSError:
         return None
     for library in sorted(libraries):
@@ -210,8 +223,12 @@ def _openblas_thread_setter() -> Optional[Callable[[int], None]]:
             handle = ctypes.CDLL(library)
         except OSError:
             continue
-        for symbol in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                       "openblas_set_num_threads64_", "openblas_set_num_threads"):
+        for symbol in (
+            "scipy_openblas_set_num_threads64_",
+            "scipy_openblas_set_num_threads",
+            "openblas_set_num_threads64_",
+            "openblas_set_num_threads",
+        ):
             setter = getattr(handle, symbol, None)
             if setter is not None:
                 setter.argtypes, setter.restype = [ctypes.c_int], None

@@ -4,6 +4,7 @@ This is the only module that prints for humans. Library code raises ``GgmlPyErro
 with one-line messages naming the file; ``main`` prints them as ``ggml-py: error: ...`` and
 returns 1 (runtime failure). argparse usage errors exit with 2. ``--debug`` shows tracebacks.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,13 +13,13 @@ import os
 import sys
 import time
 import warnings
-from typing import Callable, List, Optional
+from typing import Callable
 
 from ggml_py.errors import GgmlPyError
 
 # Each subcommand module-level function pair: ``_add_<name>(subparsers)`` registers the parser
 # and sets ``handler``; the handler takes the parsed namespace and returns an exit code.
-_REGISTRARS: List[Callable[[argparse._SubParsersAction], None]] = []
+_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def _subcommand(register: Callable[[argparse._SubParsersAction], None]):
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -84,7 +85,9 @@ def _utf8_text(text: str) -> str:
     try:
         os.fsencode(text).decode("utf-8")
     except UnicodeEncodeError as error:
-        raise argparse.ArgumentTypeError(f"not valid UTF-8 (a lone surrogate at character {error.start})") from None
+        raise argparse.ArgumentTypeError(
+            f"not valid UTF-8 (a lone surrogate at character {error.start})"
+        ) from None
     except UnicodeDecodeError as error:
         raise argparse.ArgumentTypeError(
             f"not valid UTF-8 (byte 0x{error.object[error.start]:02x} at byte {error.start} of the argument)"
@@ -108,9 +111,13 @@ def _output_file(text: str) -> str:
 
 @_subcommand
 def _add_ls(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("ls", help="list the tensors of a checkpoint file or Hugging Face folder")
+    parser = subparsers.add_parser(
+        "ls", help="list the tensors of a checkpoint file or Hugging Face folder"
+    )
     parser.add_argument(
-        "path", type=_existing_path, help="pytorch_model.bin / .pt / .safetensors file, or a Hugging Face folder"
+        "path",
+        type=_existing_path,
+        help="pytorch_model.bin / .pt / .safetensors file, or a Hugging Face folder",
     )
     parser.set_defaults(handler=_ls)
 
@@ -119,14 +126,24 @@ def _ls(args: argparse.Namespace) -> int:
     from ggml_py.checkpoint import open_checkpoint
 
     tensors = list(open_checkpoint(args.path).values())
-    rows = [(tensor.name, str(tensor.dtype), "[" + ", ".join(map(str, tensor.shape)) + "]") for tensor in tensors]
-    widths = [max([len(title)] + [len(row[column]) for row in rows]) for column, title in enumerate(("name", "dtype", "shape"))]
+    rows = [
+        (tensor.name, str(tensor.dtype), "[" + ", ".join(map(str, tensor.shape)) + "]")
+        for tensor in tensors
+    ]
+    widths = [
+        max([len(title)] + [len(row[column]) for row in rows])
+        for column, title in enumerate(("name", "dtype", "shape"))
+    ]
     print(f"{'name':<{widths[0]}}  {'dtype':<{widths[1]}}  {'shape':<{widths[2]}}  {'bytes':>12}")
     for (name, dtype, shape), tensor in zip(rows, tensors):
-        print(f"{name:<{widths[0]}}  {dtype:<{widths[1]}}  {shape:<{widths[2]}}  {tensor.nbytes:>12}")
+        print(
+            f"{name:<{widths[0]}}  {dtype:<{widths[1]}}  {shape:<{widths[2]}}  {tensor.nbytes:>12}"
+        )
     parameters = sum(math.prod(tensor.shape) for tensor in tensors)
     total = sum(tensor.nbytes for tensor in tensors)
-    print(f"{len(tensors)} tensors, {parameters} parameters, {total} bytes ({total / 2**20:.2f} MiB)")
+    print(
+        f"{len(tensors)} tensors, {parameters} parameters, {total} bytes ({total / 2**20:.2f} MiB)"
+    )
     return 0
 
 
@@ -148,7 +165,12 @@ class _ProgressLine:
         self.last = now
         rate = done / max(now - self.start, 1e-9) / 1e6
         percent = 100.0 * done / total if total else 100.0
-        print(f"\r{percent:5.1f}% {rate:8.1f} MB/s  {name[:60]:<60}", end="", file=sys.stderr, flush=True)
+        print(
+            f"\r{percent:5.1f}% {rate:8.1f} MB/s  {name[:60]:<60}",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
         self.shown = True
 
     def finish(self) -> None:
@@ -156,7 +178,9 @@ class _ProgressLine:
             print(file=sys.stderr)
 
 
-def _run_writer(args: argparse.Namespace, write: Callable[[Optional[Callable[[str, int, int], None]]], None]) -> None:
+def _run_writer(
+    args: argparse.Namespace, write: Callable[[Callable[[str, int, int], None] | None], None]
+) -> None:
     """Run ``write(progress)`` with a progress line on a terminal (unless --quiet), then print the
     library's ConversionWarnings."""
     from ggml_py.convert import ConversionWarning
@@ -173,7 +197,7 @@ def _run_writer(args: argparse.Namespace, write: Callable[[Optional[Callable[[st
                 print(f"ggml-py: warning: {warning.message}", file=sys.stderr)
 
 
-def _file_type_argument(choices: List[str]) -> Callable[[str], "object"]:
+def _file_type_argument(choices: list[str]) -> Callable[[str], object]:
     def parse(text: str):
         from ggml_py.formats.quant import GGMLFileType
 
@@ -191,7 +215,9 @@ def _file_type_argument(choices: List[str]) -> Callable[[str], "object"]:
 
 @_subcommand
 def _add_info(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("info", help="show a model file's header, vocabulary size and tensors")
+    parser = subparsers.add_parser(
+        "info", help="show a model file's header, vocabulary size and tensors"
+    )
     parser.add_argument("file", type=_existing_file, help="ggml GPT-J or GGUF model file")
     parser.set_defaults(handler=_info)
 
@@ -209,8 +235,10 @@ def _info(args: argparse.Namespace) -> int:
         print(f"{field:<8} {getattr(hparams, field)}")
     # a legacy header stores the quantization version inside ftype (2002 = version 2, q4_0)
     stored_as = f"stored as {stored}, " if model.format == "ggml" else ""
-    print(f"ftype    {int(hparams.ftype)} ({hparams.ftype.short_name}), {stored_as}"
-          f"quantization version {model.quantization_version}")
+    print(
+        f"ftype    {int(hparams.ftype)} ({hparams.ftype.short_name}), {stored_as}"
+        f"quantization version {model.quantization_version}"
+    )
     print(f"layer_norm_eps {model.layer_norm_eps:g}")
     print(f"vocabulary: {len(model.vocab)} tokens")
     total = sum(info.nbytes for info in model.tensors.values())
@@ -237,18 +265,37 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
         "(--format gguf). A ggml GPT-J model file of any type converts to GGUF with its tensor bytes "
         "unchanged.",
     )
-    parser.add_argument("source", metavar="HF_DIR|FILE", type=_existing_path,
-                        help="Hugging Face model folder, or a ggml GPT-J model file (with --format gguf)")
-    parser.add_argument("--format", choices=["ggml", "gguf"], default="ggml", dest="file_format",
-                        help="output file format (default ggml)")
-    parser.add_argument("--outtype", type=_file_type_argument(_CONVERT_TYPES),
-                        help=f"for a folder: one of {', '.join(_CONVERT_TYPES)} (default f16); a model "
-                        "file keeps its types")
-    parser.add_argument("--vocab-dir", type=_existing_path,
-                        help="tokenizer folder whose merges.txt goes into the GGUF file of a model file "
-                        "(default: merges derived from the vocabulary)")
-    parser.add_argument("--outfile", type=_output_file, help="output path (default HF_DIR/ggml-model-<outtype>.bin or .gguf; "
-                        "for a model file, the same name with .gguf)")
+    parser.add_argument(
+        "source",
+        metavar="HF_DIR|FILE",
+        type=_existing_path,
+        help="Hugging Face model folder, or a ggml GPT-J model file (with --format gguf)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=["ggml", "gguf"],
+        default="ggml",
+        dest="file_format",
+        help="output file format (default ggml)",
+    )
+    parser.add_argument(
+        "--outtype",
+        type=_file_type_argument(_CONVERT_TYPES),
+        help=f"for a folder: one of {', '.join(_CONVERT_TYPES)} (default f16); a model "
+        "file keeps its types",
+    )
+    parser.add_argument(
+        "--vocab-dir",
+        type=_existing_path,
+        help="tokenizer folder whose merges.txt goes into the GGUF file of a model file "
+        "(default: merges derived from the vocabulary)",
+    )
+    parser.add_argument(
+        "--outfile",
+        type=_output_file,
+        help="output path (default HF_DIR/ggml-model-<outtype>.bin or .gguf; "
+        "for a model file, the same name with .gguf)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.set_defaults(handler=_convert)
 
@@ -260,21 +307,37 @@ def _convert(args: argparse.Namespace) -> int:
 
     if os.path.isdir(args.source):
         if args.vocab_dir is not None:
-            raise ModelFileError(args.source, "--vocab-dir is for model files; a folder uses its own merges.txt")
+            raise ModelFileError(
+                args.source, "--vocab-dir is for model files; a folder uses its own merges.txt"
+            )
         file_type = GGMLFileType.MOSTLY_F16 if args.outtype is None else args.outtype
         outfiles = []
-        _run_writer(args, lambda progress: outfiles.append(
-            convert_hf(args.source, file_type, args.outfile, progress, file_format=args.file_format)))
+        _run_writer(
+            args,
+            lambda progress: outfiles.append(
+                convert_hf(
+                    args.source, file_type, args.outfile, progress, file_format=args.file_format
+                )
+            ),
+        )
         outfile = outfiles[0]
     else:
         if args.file_format != "gguf":
-            raise ModelFileError(args.source, "a model file can only be converted to GGUF (--format gguf)")
+            raise ModelFileError(
+                args.source, "a model file can only be converted to GGUF (--format gguf)"
+            )
         if args.outtype is not None:
-            raise ModelFileError(args.source, "--outtype is for folders; a model file keeps its tensor types")
+            raise ModelFileError(
+                args.source, "--outtype is for folders; a model file keeps its tensor types"
+            )
         outfile = args.outfile or os.path.splitext(args.source)[0] + ".gguf"
         if os.path.abspath(outfile) == os.path.abspath(args.source):
-            raise ModelFileError(args.source, "the output would overwrite the input; pass --outfile")
-        _run_writer(args, lambda progress: convert_to_gguf(args.source, outfile, args.vocab_dir, progress))
+            raise ModelFileError(
+                args.source, "the output would overwrite the input; pass --outfile"
+            )
+        _run_writer(
+            args, lambda progress: convert_to_gguf(args.source, outfile, args.vocab_dir, progress)
+        )
     if not args.quiet:
         print(f"wrote {outfile}", file=sys.stderr)
     return 0
@@ -290,8 +353,11 @@ def _add_quantize(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("input", type=_existing_file, help="f32 or f16 ggml GPT-J file")
     parser.add_argument("output", type=_output_file, help="quantized file to write")
-    parser.add_argument("type", type=_file_type_argument(_QUANTIZE_TYPES),
-                        help="q4_0, q4_1, q5_0, q5_1, q8_0, or ggml's ftype number 2, 3, 8, 9, 7")
+    parser.add_argument(
+        "type",
+        type=_file_type_argument(_QUANTIZE_TYPES),
+        help="q4_0, q4_1, q5_0, q5_1, q8_0, or ggml's ftype number 2, 3, 8, 9, 7",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.set_defaults(handler=_quantize)
 
@@ -309,9 +375,13 @@ def _quantize(args: argparse.Namespace) -> int:
 @_subcommand
 def _add_tokenize(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("tokenize", help="print the token ids of a text")
-    parser.add_argument("model", type=_existing_path, help="Hugging Face folder or ggml/GGUF model file")
+    parser.add_argument(
+        "model", type=_existing_path, help="Hugging Face folder or ggml/GGUF model file"
+    )
     parser.add_argument("-p", "--prompt", required=True, help="the text to tokenize")
-    parser.add_argument("--show", action="store_true", help="print each token's id and text, one per line")
+    parser.add_argument(
+        "--show", action="store_true", help="print each token's id and text, one per line"
+    )
     parser.set_defaults(handler=_tokenize)
 
 
@@ -334,7 +404,18 @@ def _tokenize(args: argparse.Namespace) -> int:
 # --- run, backends (inference) ---------------------------------------------------------------
 
 # ggml's gpt_random_prompt: an empty prompt becomes one of these, picked by the seeded generator.
-_RANDOM_PROMPTS = ["So", "Once upon a time", "When", "The", "After", "If", "import", "He", "She", "They"]
+_RANDOM_PROMPTS = [
+    "So",
+    "Once upon a time",
+    "When",
+    "The",
+    "After",
+    "If",
+    "import",
+    "He",
+    "She",
+    "They",
+]
 
 
 @_subcommand
@@ -347,25 +428,61 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
         "stderr. The prompt is evaluated in chunks of --batch_size tokens. Unlike ggml, "
         "--repeat-penalty and --ignore-eos take effect.",
     )
-    parser.add_argument("-m", "--model", required=True, type=_existing_file, help="ggml or GGUF GPT-J model file")
-    parser.add_argument("-p", "--prompt", default="", type=_utf8_text,
-                        help="prompt to start generation with (default: random)")
-    parser.add_argument("-f", "--file", help="append this file's text to the prompt (one trailing newline removed)")
-    parser.add_argument("-s", "--seed", type=int, default=-1, help="RNG seed (default: -1, the current time)")
-    parser.add_argument("-t", "--threads", type=int, default=min(4, os.cpu_count() or 1),
-                        help="threads for the backend (default: %(default)s)")
-    parser.add_argument("-n", "--n_predict", type=int, default=200, help="tokens to generate (default: 200)")
+    parser.add_argument(
+        "-m", "--model", required=True, type=_existing_file, help="ggml or GGUF GPT-J model file"
+    )
+    parser.add_argument(
+        "-p",
+        "--prompt",
+        default="",
+        type=_utf8_text,
+        help="prompt to start generation with (default: random)",
+    )
+    parser.add_argument(
+        "-f", "--file", help="append this file's text to the prompt (one trailing newline removed)"
+    )
+    parser.add_argument(
+        "-s", "--seed", type=int, default=-1, help="RNG seed (default: -1, the current time)"
+    )
+    parser.add_argument(
+        "-t",
+        "--threads",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="threads for the backend (default: %(default)s)",
+    )
+    parser.add_argument(
+        "-n", "--n_predict", type=int, default=200, help="tokens to generate (default: 200)"
+    )
     parser.add_argument("--top_k", type=int, default=40, help="top-k sampling (default: 40)")
     parser.add_argument("--top_p", type=float, default=0.9, help="top-p sampling (default: 0.9)")
     parser.add_argument("--temp", type=float, default=0.9, help="temperature (default: 0.9)")
-    parser.add_argument("--repeat-last-n", type=int, default=64,
-                        help="last n tokens the repeat penalty looks at (default: 64)")
-    parser.add_argument("--repeat-penalty", type=float, default=1.0,
-                        help="penalty for repeated tokens, 1.0 = off (default: 1.0)")
-    parser.add_argument("-b", "--batch_size", type=int, default=32, help="prompt tokens per evaluation (default: 32)")
-    parser.add_argument("--ignore-eos", action="store_true", help="keep generating after end-of-text")
-    parser.add_argument("--backend", help="inference backend (default: $GGML_PY_BACKEND or numpy-blas; "
-                                          "see `ggml-py backends`)")
+    parser.add_argument(
+        "--repeat-last-n",
+        type=int,
+        default=64,
+        help="last n tokens the repeat penalty looks at (default: 64)",
+    )
+    parser.add_argument(
+        "--repeat-penalty",
+        type=float,
+        default=1.0,
+        help="penalty for repeated tokens, 1.0 = off (default: 1.0)",
+    )
+    parser.add_argument(
+        "-b",
+        "--batch_size",
+        type=int,
+        default=32,
+        help="prompt tokens per evaluation (default: 32)",
+    )
+    parser.add_argument(
+        "--ignore-eos", action="store_true", help="keep generating after end-of-text"
+    )
+    parser.add_argument(
+        "--backend",
+        help="inference backend (default: $GGML_PY_BACKEND or numpy-blas; see `ggml-py backends`)",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -374,10 +491,15 @@ def _run(args: argparse.Namespace) -> int:
     from ggml_py.model import Timings, load
     from ggml_py.sampling import MT19937, Sampler, SamplingSettings
 
-    settings = SamplingSettings(args.top_k, args.top_p, args.temp, args.repeat_last_n, args.repeat_penalty)
+    settings = SamplingSettings(
+        args.top_k, args.top_p, args.temp, args.repeat_last_n, args.repeat_penalty
+    )
     settings.check()
-    for flag, value, least in (("--threads", args.threads, 1), ("--n_predict", args.n_predict, 0),
-                               ("--batch_size", args.batch_size, 1)):
+    for flag, value, least in (
+        ("--threads", args.threads, 1),
+        ("--n_predict", args.n_predict, 0),
+        ("--batch_size", args.batch_size, 1),
+    ):
         if value < least:
             raise GgmlPyError(None, f"{flag} must be at least {least}, got {value}")
     prompt = args.prompt
@@ -396,19 +518,30 @@ def _run(args: argparse.Namespace) -> int:
     model = load(args.model, backend=args.backend, n_threads=args.threads)
     load_seconds = time.perf_counter() - load_start
     hp = model.hparams
-    print(f"main: model = {model.path} (n_vocab {hp.n_vocab}, n_ctx {hp.n_ctx}, n_embd {hp.n_embd}, "
-          f"n_head {hp.n_head}, n_layer {hp.n_layer}, n_rot {hp.n_rot}, ftype {hp.ftype.short_name})",
-          file=sys.stderr)
+    print(
+        f"main: model = {model.path} (n_vocab {hp.n_vocab}, n_ctx {hp.n_ctx}, n_embd {hp.n_embd}, "
+        f"n_head {hp.n_head}, n_layer {hp.n_layer}, n_rot {hp.n_rot}, ftype {hp.ftype.short_name})",
+        file=sys.stderr,
+    )
     print(f"main: backend = {model.backend.name}, {args.threads} threads", file=sys.stderr)
 
     prompt_ids = model.tokenizer.encode(prompt)
     room = hp.n_ctx - len(prompt_ids)
     if args.n_predict > room >= 0:  # ggml stops at the end of the context too; say so
-        print(f"ggml-py: warning: -n {args.n_predict} is beyond the context: {hp.n_ctx} positions, "
-              f"{len(prompt_ids)} taken by the prompt, so at most {room} tokens are generated", file=sys.stderr)
+        print(
+            f"ggml-py: warning: -n {args.n_predict} is beyond the context: {hp.n_ctx} positions, "
+            f"{len(prompt_ids)} taken by the prompt, so at most {room} tokens are generated",
+            file=sys.stderr,
+        )
     timings = Timings()
-    tokens = model.generate_ids(prompt_ids, args.n_predict, Sampler(settings, seed, rng),
-                                n_batch=args.batch_size, stop_at_eos=not args.ignore_eos, timings=timings)
+    tokens = model.generate_ids(
+        prompt_ids,
+        args.n_predict,
+        Sampler(settings, seed, rng),
+        n_batch=args.batch_size,
+        stop_at_eos=not args.ignore_eos,
+        timings=timings,
+    )
     print(f"main: number of tokens in prompt = {len(prompt_ids)}", file=sys.stderr)
     print(file=sys.stderr)
 
@@ -424,9 +557,13 @@ def _run(args: argparse.Namespace) -> int:
     print(f"main:     load time = {load_seconds * 1000.0:8.2f} ms", file=sys.stderr)
     print(f"main:   sample time = {timings.sample * 1000.0:8.2f} ms", file=sys.stderr)
     # ggml divides by n_past: prompt and generated tokens, minus the last one (never evaluated)
-    print(f"main:  predict time = {predict_ms:8.2f} ms / {predict_ms / max(model.n_past, 1):.2f} ms per token",
-          file=sys.stderr)
-    print(f"main:    total time = {(time.perf_counter() - started) * 1000.0:8.2f} ms", file=sys.stderr)
+    print(
+        f"main:  predict time = {predict_ms:8.2f} ms / {predict_ms / max(model.n_past, 1):.2f} ms per token",
+        file=sys.stderr,
+    )
+    print(
+        f"main:    total time = {(time.perf_counter() - started) * 1000.0:8.2f} ms", file=sys.stderr
+    )
     return 0
 
 
@@ -463,8 +600,10 @@ def _backends(args: argparse.Namespace) -> int:
     for name, where, description in rows:
         print(f"{name:<{widths[0]}}  {where:<{widths[1]}}  {description}")
     print("(* = default: --backend, then $GGML_PY_BACKEND, then numpy-blas)")
-    if default not in installed_backends():                       # only $GGML_PY_BACKEND can name it
-        _print_error(f"$GGML_PY_BACKEND names '{default}', which is not installed; "
-                     "`run` will refuse it until it is")
+    if default not in installed_backends():  # only $GGML_PY_BACKEND can name it
+        _print_error(
+            f"$GGML_PY_BACKEND names '{default}', which is not installed; "
+            "`run` will refuse it until it is"
+        )
         return 1
     return 0

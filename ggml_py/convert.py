@@ -10,12 +10,13 @@ padding, which ggml gets wrong for some folders).
 Problems that still allow a correct file (a vocabulary shorter than the model, tokens beyond it,
 an epsilon the format cannot store) are reported as ``ConversionWarning`` through ``warnings``.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import warnings
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
+from collections.abc import Iterable, Iterator, Sequence
 
 import ml_dtypes
 import numpy as np
@@ -46,7 +47,7 @@ class ConversionWarning(UserWarning):
     """The output is valid, but something about the input deserves the user's attention."""
 
 
-def gptj_tensor_names(n_layer: int) -> List[str]:
+def gptj_tensor_names(n_layer: int) -> list[str]:
     """The tensors of a GPT-J model in ``state_dict()`` order (module registration order), which is
     the order ggml's converter writes.
 
@@ -60,24 +61,41 @@ def gptj_tensor_names(n_layer: int) -> List[str]:
         names += [
             prefix + suffix
             for suffix in (
-                "ln_1.weight", "ln_1.bias",
-                "attn.k_proj.weight", "attn.v_proj.weight", "attn.q_proj.weight", "attn.out_proj.weight",
-                "mlp.fc_in.weight", "mlp.fc_in.bias", "mlp.fc_out.weight", "mlp.fc_out.bias",
+                "ln_1.weight",
+                "ln_1.bias",
+                "attn.k_proj.weight",
+                "attn.v_proj.weight",
+                "attn.q_proj.weight",
+                "attn.out_proj.weight",
+                "mlp.fc_in.weight",
+                "mlp.fc_in.bias",
+                "mlp.fc_out.weight",
+                "mlp.fc_out.bias",
             )
         ]
-    return names + ["transformer.ln_f.weight", "transformer.ln_f.bias", "lm_head.weight", "lm_head.bias"]
+    return names + [
+        "transformer.ln_f.weight",
+        "transformer.ln_f.bias",
+        "lm_head.weight",
+        "lm_head.bias",
+    ]
 
 
-def gptj_tensor_shapes(n_vocab: int, n_embd: int, n_layer: int) -> Dict[str, Tuple[int, ...]]:
+def gptj_tensor_shapes(n_vocab: int, n_embd: int, n_layer: int) -> dict[str, tuple[int, ...]]:
     """NumPy shape of every GPT-J tensor (the MLP is 4 * n_embd wide, as ggml's loader assumes)."""
     n_inner = 4 * n_embd
     by_suffix = {
-        "ln_1.weight": (n_embd,), "ln_1.bias": (n_embd,),
-        "mlp.fc_in.weight": (n_inner, n_embd), "mlp.fc_in.bias": (n_inner,),
-        "mlp.fc_out.weight": (n_embd, n_inner), "mlp.fc_out.bias": (n_embd,),
+        "ln_1.weight": (n_embd,),
+        "ln_1.bias": (n_embd,),
+        "mlp.fc_in.weight": (n_inner, n_embd),
+        "mlp.fc_in.bias": (n_inner,),
+        "mlp.fc_out.weight": (n_embd, n_inner),
+        "mlp.fc_out.bias": (n_embd,),
         "transformer.wte.weight": (n_vocab, n_embd),
-        "lm_head.weight": (n_vocab, n_embd), "lm_head.bias": (n_vocab,),
-        "ln_f.weight": (n_embd,), "ln_f.bias": (n_embd,),
+        "lm_head.weight": (n_vocab, n_embd),
+        "lm_head.bias": (n_vocab,),
+        "ln_f.weight": (n_embd,),
+        "ln_f.bias": (n_embd,),
     }
     shapes = {}
     for name in gptj_tensor_names(n_layer):
@@ -95,7 +113,9 @@ def record_type(name: str, n_dims: int, file_type: GGMLFileType) -> GGMLType:
 FILE_FORMATS = ("ggml", "gguf")
 
 
-def default_outfile(hf_dir: "str | os.PathLike[str]", file_type: GGMLFileType, file_format: str = "ggml") -> str:
+def default_outfile(
+    hf_dir: str | os.PathLike[str], file_type: GGMLFileType, file_format: str = "ggml"
+) -> str:
     """``HF_DIR/ggml-model-<type>.bin``, the name ggml's converter uses (``ggml-model-f16.bin``),
     or ``HF_DIR/ggml-model-<type>.gguf`` for GGUF."""
     extension = ".gguf" if file_format == "gguf" else ".bin"
@@ -103,10 +123,10 @@ def default_outfile(hf_dir: "str | os.PathLike[str]", file_type: GGMLFileType, f
 
 
 def convert_hf(
-    hf_dir: "str | os.PathLike[str]",
+    hf_dir: str | os.PathLike[str],
     file_type: GGMLFileType = GGMLFileType.MOSTLY_F16,
-    outfile: "str | os.PathLike[str] | None" = None,
-    progress: Optional[ProgressCallback] = None,
+    outfile: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
     file_format: str = "ggml",
 ) -> str:
     """Convert a Hugging Face GPT-J folder to a ggml (or, with ``file_format="gguf"``, a GGUF)
@@ -122,31 +142,59 @@ def convert_hf(
     file_type = GGMLFileType(file_type)
     if file_format not in FILE_FORMATS:
         raise ValueError(f"file_format must be one of {FILE_FORMATS}, not {file_format!r}")
-    outfile = default_outfile(hf_dir, file_type, file_format) if outfile is None else os.fspath(outfile)
+    outfile = (
+        default_outfile(hf_dir, file_type, file_format) if outfile is None else os.fspath(outfile)
+    )
     config = _read_config(hf_dir)
     if file_format == "ggml" and config["layer_norm_epsilon"] != LAYER_NORM_EPS:
         warnings.warn(
-            f"{hf_dir}: layer_norm_epsilon {config['layer_norm_epsilon']} cannot be stored, ggml files always use {LAYER_NORM_EPS}",
+            f"{hf_dir}: layer_norm_epsilon {config['layer_norm_epsilon']} cannot be stored, "
+            f"ggml files always use {LAYER_NORM_EPS}",
             ConversionWarning,
             stacklevel=2,
         )
     checkpoint = open_checkpoint(hf_dir)
     tensors = _select_tensors(hf_dir, checkpoint, config)
     n_vocab = tensors["transformer.wte.weight"].shape[0]
-    if file_type.weight_type in QUANTIZED_TYPES and config["n_embd"] % BLOCK_FORMATS[file_type.weight_type].block_size:
-        raise CheckpointError(hf_dir, f"n_embd {config['n_embd']} is not a multiple of 32, cannot quantize to {file_type.short_name}")
+    if (
+        file_type.weight_type in QUANTIZED_TYPES
+        and config["n_embd"] % BLOCK_FORMATS[file_type.weight_type].block_size
+    ):
+        raise CheckpointError(
+            hf_dir,
+            f"n_embd {config['n_embd']} is not a multiple of 32, cannot quantize to {file_type.short_name}",
+        )
     hparams = GptjHparams(
-        n_vocab, config["n_positions"], config["n_embd"], config["n_head"], config["n_layer"], config["n_rot"], file_type
+        n_vocab,
+        config["n_positions"],
+        config["n_embd"],
+        config["n_head"],
+        config["n_layer"],
+        config["n_rot"],
+        file_type,
     )
     vocab = read_vocab(hf_dir, n_vocab)
     records = []
     for name, tensor in tensors.items():
         ggml_type = record_type(name, len(tensor.shape), file_type)
-        records.append(TensorRecord(name, ggml_type, tensor.shape, _quantized_chunks(_row_blocks(tensor), ggml_type)))
+        records.append(
+            TensorRecord(
+                name, ggml_type, tensor.shape, _quantized_chunks(_row_blocks(tensor), ggml_type)
+            )
+        )
     if file_format == "gguf":
         merges = _folder_merges(hf_dir, vocab, required=False)
         name = os.path.basename(os.path.abspath(hf_dir))
-        write_gptj_gguf(outfile, hparams, vocab, records, merges=merges, layer_norm_eps=config["layer_norm_epsilon"], name=name, progress=progress)
+        write_gptj_gguf(
+            outfile,
+            hparams,
+            vocab,
+            records,
+            merges=merges,
+            layer_norm_eps=config["layer_norm_epsilon"],
+            name=name,
+            progress=progress,
+        )
         return outfile
     quantization_version = QNT_VERSION if file_type.weight_type in QUANTIZED_TYPES else 0
     write_ggml(outfile, hparams, vocab, records, quantization_version, progress)
@@ -154,10 +202,10 @@ def convert_hf(
 
 
 def convert_to_gguf(
-    source: "str | os.PathLike[str]",
-    destination: "str | os.PathLike[str]",
-    vocab_dir: "str | os.PathLike[str] | None" = None,
-    progress: Optional[ProgressCallback] = None,
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    vocab_dir: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> None:
     """Rewrite a ggml GPT-J model file (any type) as GGUF: hyperparameters, vocabulary and every
     tensor's bytes are copied unchanged (quantized blocks are repacked, never requantized).
@@ -167,20 +215,32 @@ def convert_to_gguf(
     """
     source = os.fspath(source)
     model = open_model(source)
-    merges = model.merges if vocab_dir is None else _folder_merges(vocab_dir, model.vocab, required=True)
+    merges = (
+        model.merges if vocab_dir is None else _folder_merges(vocab_dir, model.vocab, required=True)
+    )
     with open(source, "rb") as f:
         records = [
-            TensorRecord(info.name, info.type, info.shape, _file_chunks(f, info.offset, info.nbytes))
+            TensorRecord(
+                info.name, info.type, info.shape, _file_chunks(f, info.offset, info.nbytes)
+            )
             for info in model.tensors.values()
         ]
-        write_gptj_gguf(destination, model.hparams, model.vocab, records, merges=merges, layer_norm_eps=model.layer_norm_eps, progress=progress)
+        write_gptj_gguf(
+            destination,
+            model.hparams,
+            model.vocab,
+            records,
+            merges=merges,
+            layer_norm_eps=model.layer_norm_eps,
+            progress=progress,
+        )
 
 
 def quantize_file(
-    source: "str | os.PathLike[str]",
-    destination: "str | os.PathLike[str]",
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
     file_type: GGMLFileType,
-    progress: Optional[ProgressCallback] = None,
+    progress: ProgressCallback | None = None,
 ) -> None:
     """What ``gpt-j-quantize`` does: copy header and vocabulary (ftype becomes 2000 + file_type),
     quantize every 2-D tensor whose name ends in ``weight`` and copy the others unchanged."""
@@ -190,21 +250,39 @@ def quantize_file(
         raise ValueError(f"{file_type.short_name} is not a quantized type")
     model = open_model(source)
     if model.format != "ggml":
-        raise ModelFileError(source, f"quantize reads legacy ggml GPT-J files, this is a {model.format} file")
+        raise ModelFileError(
+            source, f"quantize reads legacy ggml GPT-J files, this is a {model.format} file"
+        )
     block_size = BLOCK_FORMATS[file_type.weight_type].block_size
     with open(source, "rb") as f:
         records = []
         for info in model.tensors.values():
             ggml_type = record_type(info.name, len(info.shape), file_type)
             if ggml_type is GGMLType.F32:
-                records.append(TensorRecord(info.name, info.type, info.shape, _file_chunks(f, info.offset, info.nbytes)))
+                records.append(
+                    TensorRecord(
+                        info.name, info.type, info.shape, _file_chunks(f, info.offset, info.nbytes)
+                    )
+                )
                 continue
             if info.type not in (GGMLType.F32, GGMLType.F16):
-                raise ModelFileError(source, f"tensor {info.name!r} is {info.type.short_name}; quantize needs f32 or f16 input", info.offset)
+                raise ModelFileError(
+                    source,
+                    f"tensor {info.name!r} is {info.type.short_name}; quantize needs f32 or f16 input",
+                    info.offset,
+                )
             if info.shape[-1] % block_size:
-                raise ModelFileError(source, f"tensor {info.name!r} has rows of {info.shape[-1]} elements, not a multiple of {block_size}", info.offset)
-            rows = _file_rows(f, info.offset, info.shape, np.dtype("<f4" if info.type is GGMLType.F32 else "<f2"))
-            records.append(TensorRecord(info.name, ggml_type, info.shape, _quantized_chunks(rows, ggml_type)))
+                raise ModelFileError(
+                    source,
+                    f"tensor {info.name!r} has rows of {info.shape[-1]} elements, not a multiple of {block_size}",
+                    info.offset,
+                )
+            rows = _file_rows(
+                f, info.offset, info.shape, np.dtype("<f4" if info.type is GGMLType.F32 else "<f2")
+            )
+            records.append(
+                TensorRecord(info.name, ggml_type, info.shape, _quantized_chunks(rows, ggml_type))
+            )
         hparams = model.hparams._replace(ftype=file_type)
         write_ggml(destination, hparams, model.vocab, records, QNT_VERSION, progress)
 
@@ -213,13 +291,15 @@ def quantize_file(
 # Reading the Hugging Face folder
 
 
-def _read_config(hf_dir: str) -> Dict[str, int]:
+def _read_config(hf_dir: str) -> dict[str, int]:
     """The hyperparameters the ggml header stores (n_rot from ``rotary_dim``, which Hugging Face
     treats as the whole head when it is null), with the checks the file format needs."""
     path = os.path.join(hf_dir, "config.json")
     config = _read_json_object(path, CheckpointError)
     if config.get("model_type", "gptj") != "gptj":
-        raise CheckpointError(path, f"model_type is {config['model_type']!r}, only GPT-J ('gptj') can be converted")
+        raise CheckpointError(
+            path, f"model_type is {config['model_type']!r}, only GPT-J ('gptj') can be converted"
+        )
     values = {}
     for key in ("n_positions", "n_embd", "n_head", "n_layer"):
         value = config.get(key)
@@ -227,7 +307,9 @@ def _read_config(hf_dir: str) -> Dict[str, int]:
             raise CheckpointError(path, f"{key} must be a positive integer, found {value!r}")
         values[key] = value
     if values["n_embd"] % values["n_head"]:
-        raise CheckpointError(path, f"n_embd {values['n_embd']} is not a multiple of n_head {values['n_head']}")
+        raise CheckpointError(
+            path, f"n_embd {values['n_embd']} is not a multiple of n_head {values['n_head']}"
+        )
     head_dim = values["n_embd"] // values["n_head"]
     rotary_dim = config.get("rotary_dim")
     values["n_rot"] = head_dim if rotary_dim is None else rotary_dim
@@ -235,20 +317,30 @@ def _read_config(hf_dir: str) -> Dict[str, int]:
         raise CheckpointError(path, f"rotary_dim {rotary_dim!r} does not fit a head of {head_dim}")
     n_inner = config.get("n_inner")
     if n_inner not in (None, 4 * values["n_embd"]):
-        raise CheckpointError(path, f"n_inner {n_inner} is not 4 * n_embd, which the ggml format assumes")
+        raise CheckpointError(
+            path, f"n_inner {n_inner} is not 4 * n_embd, which the ggml format assumes"
+        )
     epsilon = config.get("layer_norm_epsilon", LAYER_NORM_EPS)
     if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or not epsilon > 0:
-        raise CheckpointError(path, f"layer_norm_epsilon must be a positive number, found {epsilon!r}")
+        raise CheckpointError(
+            path, f"layer_norm_epsilon must be a positive number, found {epsilon!r}"
+        )
     values["layer_norm_epsilon"] = float(epsilon)
     values["tie_word_embeddings"] = bool(config.get("tie_word_embeddings", False))
     return values
 
 
-def _select_tensors(hf_dir: str, checkpoint, config) -> Dict[str, object]:
+def _select_tensors(hf_dir: str, checkpoint, config) -> dict[str, object]:
     """The GPT-J tensors in ggml's order, each checked for presence, float dtype and shape."""
     names = gptj_tensor_names(config["n_layer"])
-    available = {name: tensor for name, tensor in checkpoint.items() if not name.endswith(_SKIPPED_SUFFIXES)}
-    if "lm_head.weight" not in available and config["tie_word_embeddings"] and "transformer.wte.weight" in available:
+    available = {
+        name: tensor for name, tensor in checkpoint.items() if not name.endswith(_SKIPPED_SUFFIXES)
+    }
+    if (
+        "lm_head.weight" not in available
+        and config["tie_word_embeddings"]
+        and "transformer.wte.weight" in available
+    ):
         available["lm_head.weight"] = available["transformer.wte.weight"]
     missing = [name for name in names if name not in available]
     if missing:
@@ -267,14 +359,19 @@ def _select_tensors(hf_dir: str, checkpoint, config) -> Dict[str, object]:
     for name in names:
         tensor = available[name]
         if not (np.issubdtype(tensor.dtype, np.floating) or tensor.dtype == ml_dtypes.bfloat16):
-            raise CheckpointError(hf_dir, f"tensor {name!r} has dtype {tensor.dtype}, a float type is needed")
+            raise CheckpointError(
+                hf_dir, f"tensor {name!r} has dtype {tensor.dtype}, a float type is needed"
+            )
         if tuple(tensor.shape) != expected[name]:
-            raise CheckpointError(hf_dir, f"tensor {name!r} has shape {list(tensor.shape)}, config.json implies {list(expected[name])}")
+            raise CheckpointError(
+                hf_dir,
+                f"tensor {name!r} has shape {list(tensor.shape)}, config.json implies {list(expected[name])}",
+            )
         selected[name] = tensor
     return selected
 
 
-def read_vocab(hf_dir: "str | os.PathLike[str]", n_vocab: int) -> List[bytes]:
+def read_vocab(hf_dir: str | os.PathLike[str], n_vocab: int) -> list[bytes]:
     """Token bytes for ids 0..n_vocab-1 from ``vocab.json`` and ``added_tokens.json``.
 
     Every token goes to its own id, whatever the order of the JSON files. vocab.json spells bytes
@@ -288,10 +385,12 @@ def read_vocab(hf_dir: "str | os.PathLike[str]", n_vocab: int) -> List[bytes]:
     hf_dir = os.fspath(hf_dir)
     vocab_path = os.path.join(hf_dir, "vocab.json")
     added_path = os.path.join(hf_dir, "added_tokens.json")
-    by_id: Dict[int, bytes] = {}
+    by_id: dict[int, bytes] = {}
     for token, token_id in _read_token_ids(vocab_path).items():
         if token_id >= n_vocab:
-            raise TokenizerError(vocab_path, f"token id {token_id} is beyond the model's {n_vocab} embedding rows")
+            raise TokenizerError(
+                vocab_path, f"token id {token_id} is beyond the model's {n_vocab} embedding rows"
+            )
         try:
             by_id[token_id] = token_to_bytes(token)
         except TokenizerError as error:
@@ -302,12 +401,15 @@ def read_vocab(hf_dir: "str | os.PathLike[str]", n_vocab: int) -> List[bytes]:
         if token_id >= n_vocab:
             dropped.append(token)
         elif token_id in by_id:
-            raise TokenizerError(added_path, f"token {token!r} has id {token_id}, which vocab.json already uses")
+            raise TokenizerError(
+                added_path, f"token {token!r} has id {token_id}, which vocab.json already uses"
+            )
         else:
             by_id[token_id] = token.encode("utf-8")
     if dropped:
         warnings.warn(
-            f"{added_path}: {len(dropped)} added tokens have ids beyond the model's {n_vocab} rows and are left out, e.g. {dropped[0]!r}",
+            f"{added_path}: {len(dropped)} added tokens have ids beyond the model's {n_vocab} rows "
+            f"and are left out, e.g. {dropped[0]!r}",
             ConversionWarning,
             stacklevel=2,
         )
@@ -324,7 +426,9 @@ def read_vocab(hf_dir: "str | os.PathLike[str]", n_vocab: int) -> List[bytes]:
     return [by_id[token_id] for token_id in range(n_vocab)]
 
 
-def _folder_merges(folder: "str | os.PathLike[str]", vocab: Sequence[bytes], required: bool) -> Optional[List[Tuple[bytes, bytes]]]:
+def _folder_merges(
+    folder: str | os.PathLike[str], vocab: Sequence[bytes], required: bool
+) -> list[tuple[bytes, bytes]] | None:
     """The BPE merges of ``folder/merges.txt``, checked against the model's vocabulary (each
     merge must form a token of it). Without merges.txt: an error when ``required``, else a warning
     and None (the GGUF writer then derives the merges from the vocabulary)."""
@@ -332,17 +436,23 @@ def _folder_merges(folder: "str | os.PathLike[str]", vocab: Sequence[bytes], req
     if not os.path.isfile(path):
         if required:
             raise TokenizerError(folder, "no merges.txt in the tokenizer folder")
-        warnings.warn(f"{folder}: no merges.txt, the merges are derived from the vocabulary", ConversionWarning, stacklevel=3)
+        warnings.warn(
+            f"{folder}: no merges.txt, the merges are derived from the vocabulary",
+            ConversionWarning,
+            stacklevel=3,
+        )
         return None
     merges = read_merges(path)
     tokens = set(vocab)
     for rank, (left, right) in enumerate(merges):
         if left + right not in tokens:
-            raise TokenizerError(path, f"merge {rank} forms {left + right!r}, which is not in the model's vocabulary")
+            raise TokenizerError(
+                path, f"merge {rank} forms {left + right!r}, which is not in the model's vocabulary"
+            )
     return merges
 
 
-def _read_json_object(path: str, error_type: Type[GgmlPyError]) -> dict:
+def _read_json_object(path: str, error_type: type[GgmlPyError]) -> dict:
     try:
         with open(path, "rb") as f:
             value = json.load(f)
@@ -353,15 +463,19 @@ def _read_json_object(path: str, error_type: Type[GgmlPyError]) -> dict:
     return value
 
 
-def _read_token_ids(path: str) -> Dict[str, int]:
+def _read_token_ids(path: str) -> dict[str, int]:
     """A JSON object of token -> non-negative integer id, with unique ids."""
     table = _read_json_object(path, TokenizerError)
     seen = {}
     for token, token_id in table.items():
         if not isinstance(token_id, int) or isinstance(token_id, bool) or token_id < 0:
-            raise TokenizerError(path, f"token {token!r} has id {token_id!r}, not a non-negative integer")
+            raise TokenizerError(
+                path, f"token {token!r} has id {token_id!r}, not a non-negative integer"
+            )
         if token_id in seen:
-            raise TokenizerError(path, f"tokens {seen[token_id]!r} and {token!r} share id {token_id}")
+            raise TokenizerError(
+                path, f"tokens {seen[token_id]!r} and {token!r} share id {token_id}"
+            )
         seen[token_id] = token
     return table
 
@@ -377,10 +491,12 @@ def _row_blocks(tensor) -> Iterator[np.ndarray]:
     rows = array.reshape(-1, array.shape[-1])
     step = max(1, _CHUNK_ELEMENTS // max(1, rows.shape[1]))
     for start in range(0, rows.shape[0], step):
-        yield rows[start:start + step]
+        yield rows[start : start + step]
 
 
-def _quantized_chunks(row_blocks: Iterable[np.ndarray], ggml_type: GGMLType) -> Iterator[np.ndarray]:
+def _quantized_chunks(
+    row_blocks: Iterable[np.ndarray], ggml_type: GGMLType
+) -> Iterator[np.ndarray]:
     # Widen to float32 first, as the reference tools do: f16 and bf16 are exact in f32, and an
     # f64 source is rounded once to f32 like Hugging Face would load it.
     for rows in row_blocks:

@@ -10,6 +10,7 @@ break the message into several lines or send escape sequences to a terminal.
 >>> print(GgmlPyError("a.bin", "storage 'x\\ny' is missing", 7))
 a.bin: storage 'x\\ny' is missing (at byte 7)
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,7 @@ def _one_line(text: str) -> str:
 class GgmlPyError(ValueError):
     """Base class: a problem with the user's input, reported in one line."""
 
-    def __init__(self, path: "str | os.PathLike[str] | None", reason: str, offset: "int | None" = None):
+    def __init__(self, path: str | os.PathLike[str] | None, reason: str, offset: int | None = None):
         self.path = None if path is None else os.fspath(path)
         self.reason = reason
         self.offset = offset

@@ -19,12 +19,13 @@ D = E / H, R = n_rot, F = MLP width, V = n_vocab.
 The heavy operations go through a backend (``ggml_py.backend.Backend``); this module never
 imports a concrete one. ``load(path)`` is the public entry point.
 """
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -39,13 +40,14 @@ ROPE_BASE = 10000.0
 
 # --- rotary position embedding -----------------------------------------------------------------
 
+
 def rotary_tables(n_positions: int, n_rot: int):
     """cos and sin of ``p / 10000**(2i / R)`` for every position p and pair i: float32 ``[P, R/2]``.
 
     The angles are computed in float64 and rounded once.
     """
     inverse_frequency = ROPE_BASE ** (-np.arange(0, n_rot, 2, dtype=np.float64) / n_rot)  # [R/2]
-    angles = np.arange(n_positions, dtype=np.float64)[:, None] * inverse_frequency         # [P, R/2]
+    angles = np.arange(n_positions, dtype=np.float64)[:, None] * inverse_frequency  # [P, R/2]
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
 
@@ -59,15 +61,16 @@ def rotate_pairs(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     [[[1.0, 0.0, 5.0]], [[0.5403, 0.8415, 5.0]]]
     """
     rot = 2 * cos.shape[-1]
-    c, s = cos[:, None, :], sin[:, None, :]                     # [T, 1, R/2]
-    even, odd = x[..., 0:rot:2], x[..., 1:rot:2]                 # [T, H, R/2] each
+    c, s = cos[:, None, :], sin[:, None, :]  # [T, 1, R/2]
+    even, odd = x[..., 0:rot:2], x[..., 1:rot:2]  # [T, H, R/2] each
     out = x.copy()
     out[..., 0:rot:2] = even * c - odd * s
     out[..., 1:rot:2] = odd * c + even * s
-    return out                                                   # [T, H, D]
+    return out  # [T, H, D]
 
 
 # --- the graph -------------------------------------------------------------------------------
+
 
 class GptJ:
     """GPT-J weights prepared by a backend, a float32 KV cache, and the forward pass."""
@@ -85,9 +88,11 @@ class GptJ:
         # (np.zeros maps pages lazily; NumPy asks for 2 MiB huge pages, and a head-major cache
         # would fault in every head's whole context at the first token: +1.9 GB for GPT-J-6B)
         self.cache_k = np.zeros((hp.n_layer, hp.n_ctx, hp.n_head, self.head_dim), np.float32)
-        self.cache_v = np.zeros(self.cache_k.shape, np.float32)  # not zeros_like: it writes every page
-        self.n_past = 0                                          # positions the cache holds
-        self.cos, self.sin = rotary_tables(hp.n_ctx, hp.n_rot)   # [n_ctx, R/2]
+        self.cache_v = np.zeros(
+            self.cache_k.shape, np.float32
+        )  # not zeros_like: it writes every page
+        self.n_past = 0  # positions the cache holds
+        self.cos, self.sin = rotary_tables(hp.n_ctx, hp.n_rot)  # [n_ctx, R/2]
 
     @property
     def n_ctx(self) -> int:
@@ -106,20 +111,22 @@ class GptJ:
         """
         ids = self._check_ids(ids, n_past)
         w, b = self.weights, self.backend
-        x = b.embedding(w["transformer.wte.weight"], ids)                          # [T, E]
+        x = b.embedding(w["transformer.wte.weight"], ids)  # [T, E]
         for layer in range(self.hparams.n_layer):
-            x = self._block(layer, x, n_past)                                      # [T, E]
+            x = self._block(layer, x, n_past)  # [T, E]
         self.n_past = n_past + len(ids)
         if last_only:
-            x = x[-1:]                                                             # [1, E]
-        x = b.layer_norm(x, w["transformer.ln_f.weight"], w["transformer.ln_f.bias"], self.layer_norm_eps)
-        logits = b.linear(x, w["lm_head.weight"], w["lm_head.bias"])              # [T, V]
+            x = x[-1:]  # [1, E]
+        x = b.layer_norm(
+            x, w["transformer.ln_f.weight"], w["transformer.ln_f.bias"], self.layer_norm_eps
+        )
+        logits = b.linear(x, w["lm_head.weight"], w["lm_head.bias"])  # [T, V]
         return logits[-1] if last_only else logits
 
     def _block(self, layer: int, x: np.ndarray, n_past: int) -> np.ndarray:
         p, w, b = f"transformer.h.{layer}.", self.weights, self.backend
         h = b.layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], self.layer_norm_eps)  # [T, E]
-        out = self._attention(layer, h, n_past)                                   # [T, E]
+        out = self._attention(layer, h, n_past)  # [T, E]
         out += self._mlp(layer, h)
         out += x
         return out
@@ -127,25 +134,29 @@ class GptJ:
     def _attention(self, layer: int, h: np.ndarray, n_past: int) -> np.ndarray:
         p, w, b = f"transformer.h.{layer}.attn.", self.weights, self.backend
         n_tokens, n_head, head_dim = h.shape[0], self.hparams.n_head, self.head_dim
-        q = b.linear(h, w[p + "q_proj.weight"]).reshape(n_tokens, n_head, head_dim)   # [T, H, D]
-        k = b.linear(h, w[p + "k_proj.weight"]).reshape(n_tokens, n_head, head_dim)   # [T, H, D]
-        v = b.linear(h, w[p + "v_proj.weight"]).reshape(n_tokens, n_head, head_dim)   # [T, H, D]
+        q = b.linear(h, w[p + "q_proj.weight"]).reshape(n_tokens, n_head, head_dim)  # [T, H, D]
+        k = b.linear(h, w[p + "k_proj.weight"]).reshape(n_tokens, n_head, head_dim)  # [T, H, D]
+        v = b.linear(h, w[p + "v_proj.weight"]).reshape(n_tokens, n_head, head_dim)  # [T, H, D]
         positions = slice(n_past, n_past + n_tokens)
         q = rotate_pairs(q, self.cos[positions], self.sin[positions])
         k = rotate_pairs(k, self.cos[positions], self.sin[positions])
-        self.cache_k[layer, positions] = k                                       # [T, H, D]
+        self.cache_k[layer, positions] = k  # [T, H, D]
         self.cache_v[layer, positions] = v
         n_seen = n_past + n_tokens
-        o = b.attention(np.ascontiguousarray(q.transpose(1, 0, 2)),              # [H, T, D]
-                        self.cache_k[layer, :n_seen].transpose(1, 0, 2),          # [H, S, D] view
-                        self.cache_v[layer, :n_seen].transpose(1, 0, 2))          # [H, S, D] view
-        o = np.ascontiguousarray(o.transpose(1, 0, 2)).reshape(n_tokens, n_head * head_dim)  # [T, E]
-        return b.linear(o, w[p + "out_proj.weight"])                             # [T, E]
+        o = b.attention(
+            np.ascontiguousarray(q.transpose(1, 0, 2)),  # [H, T, D]
+            self.cache_k[layer, :n_seen].transpose(1, 0, 2),  # [H, S, D] view
+            self.cache_v[layer, :n_seen].transpose(1, 0, 2),
+        )  # [H, S, D] view
+        o = np.ascontiguousarray(o.transpose(1, 0, 2)).reshape(
+            n_tokens, n_head * head_dim
+        )  # [T, E]
+        return b.linear(o, w[p + "out_proj.weight"])  # [T, E]
 
     def _mlp(self, layer: int, h: np.ndarray) -> np.ndarray:
         p, w, b = f"transformer.h.{layer}.mlp.", self.weights, self.backend
-        hidden = b.gelu(b.linear(h, w[p + "fc_in.weight"], w[p + "fc_in.bias"]))   # [T, F]
-        return b.linear(hidden, w[p + "fc_out.weight"], w[p + "fc_out.bias"])     # [T, E]
+        hidden = b.gelu(b.linear(h, w[p + "fc_in.weight"], w[p + "fc_in.bias"]))  # [T, F]
+        return b.linear(hidden, w[p + "fc_out.weight"], w[p + "fc_out.bias"])  # [T, E]
 
     def _check_ids(self, ids: Sequence[int], n_past: int) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
@@ -153,12 +164,19 @@ class GptJ:
             raise GgmlPyError(self.path, "no tokens to evaluate")
         if ids.min() < 0 or ids.max() >= self.n_vocab:
             bad = int(ids[(ids < 0) | (ids >= self.n_vocab)][0])
-            raise GgmlPyError(self.path, f"token id {bad} is outside the vocabulary (0 .. {self.n_vocab - 1})")
+            raise GgmlPyError(
+                self.path, f"token id {bad} is outside the vocabulary (0 .. {self.n_vocab - 1})"
+            )
         if not 0 <= n_past <= self.n_past:
-            raise GgmlPyError(self.path, f"n_past {n_past} is not in 0 .. {self.n_past} (positions cached)")
+            raise GgmlPyError(
+                self.path, f"n_past {n_past} is not in 0 .. {self.n_past} (positions cached)"
+            )
         if n_past + ids.size > self.n_ctx:
-            raise GgmlPyError(self.path, f"{n_past} cached + {ids.size} new tokens exceed the context "
-                                         f"of {self.n_ctx} positions")
+            raise GgmlPyError(
+                self.path,
+                f"{n_past} cached + {ids.size} new tokens exceed the context "
+                f"of {self.n_ctx} positions",
+            )
         return ids
 
     def memory_per_token(self) -> int:
@@ -176,33 +194,51 @@ def _check_model(model_file: ModelFile) -> int:
     if hp.n_head < 1 or hp.n_embd % hp.n_head:
         raise ModelFileError(path, f"n_embd {hp.n_embd} is not a multiple of n_head {hp.n_head}")
     if hp.n_rot % 2 or not 0 <= hp.n_rot <= hp.n_embd // hp.n_head:
-        raise ModelFileError(path, f"n_rot {hp.n_rot} must be even and at most the head size "
-                                   f"{hp.n_embd // hp.n_head}")
+        raise ModelFileError(
+            path,
+            f"n_rot {hp.n_rot} must be even and at most the head size {hp.n_embd // hp.n_head}",
+        )
     fc_in = model_file.tensors.get("transformer.h.0.mlp.fc_in.weight")
     n_inner = fc_in.shape[0] if fc_in is not None and len(fc_in.shape) == 2 else 4 * hp.n_embd
     E, F, V = hp.n_embd, n_inner, hp.n_vocab
-    expected = {"transformer.wte.weight": (V, E), "transformer.ln_f.weight": (E,),
-                "transformer.ln_f.bias": (E,), "lm_head.weight": (V, E), "lm_head.bias": (V,)}
+    expected = {
+        "transformer.wte.weight": (V, E),
+        "transformer.ln_f.weight": (E,),
+        "transformer.ln_f.bias": (E,),
+        "lm_head.weight": (V, E),
+        "lm_head.bias": (V,),
+    }
     for layer in range(hp.n_layer):
         p = f"transformer.h.{layer}."
-        expected.update({
-            p + "ln_1.weight": (E,), p + "ln_1.bias": (E,),
-            p + "attn.q_proj.weight": (E, E), p + "attn.k_proj.weight": (E, E),
-            p + "attn.v_proj.weight": (E, E), p + "attn.out_proj.weight": (E, E),
-            p + "mlp.fc_in.weight": (F, E), p + "mlp.fc_in.bias": (F,),
-            p + "mlp.fc_out.weight": (E, F), p + "mlp.fc_out.bias": (E,),
-        })
+        expected.update(
+            {
+                p + "ln_1.weight": (E,),
+                p + "ln_1.bias": (E,),
+                p + "attn.q_proj.weight": (E, E),
+                p + "attn.k_proj.weight": (E, E),
+                p + "attn.v_proj.weight": (E, E),
+                p + "attn.out_proj.weight": (E, E),
+                p + "mlp.fc_in.weight": (F, E),
+                p + "mlp.fc_in.bias": (F,),
+                p + "mlp.fc_out.weight": (E, F),
+                p + "mlp.fc_out.bias": (E,),
+            }
+        )
     for name, shape in expected.items():
         tensor = model_file.tensors.get(name)
         if tensor is None:
             raise ModelFileError(path, f"tensor {name} is missing")
         if tuple(tensor.shape) != shape:
-            raise ModelFileError(path, f"tensor {name} has shape {tuple(tensor.shape)}, expected {shape}",
-                                 getattr(tensor, "offset", None))
+            raise ModelFileError(
+                path,
+                f"tensor {name} has shape {tuple(tensor.shape)}, expected {shape}",
+                getattr(tensor, "offset", None),
+            )
     return n_inner
 
 
 # --- generation ------------------------------------------------------------------------------
+
 
 @dataclass
 class Timings:
@@ -223,9 +259,16 @@ class Model(GptJ):
         """Forget the cached positions; the next evaluation starts at position 0."""
         self.n_past = 0
 
-    def generate_ids(self, prompt_ids: Sequence[int], max_tokens: int, sampler: Sampler, *,
-                     n_batch: int = 32, stop_at_eos: bool = True,
-                     timings: Optional[Timings] = None) -> Iterator[int]:
+    def generate_ids(
+        self,
+        prompt_ids: Sequence[int],
+        max_tokens: int,
+        sampler: Sampler,
+        *,
+        n_batch: int = 32,
+        stop_at_eos: bool = True,
+        timings: Timings | None = None,
+    ) -> Iterator[int]:
         """Evaluate the prompt from position 0 in chunks of ``n_batch`` tokens, then yield up to
         ``max_tokens`` sampled ids (fewer at the end of text or when the context is full).
 
@@ -236,23 +279,38 @@ class Model(GptJ):
         if not prompt_ids:
             raise GgmlPyError(self.path, "the prompt has no tokens")
         if len(prompt_ids) > self.n_ctx:
-            raise GgmlPyError(self.path, f"the prompt has {len(prompt_ids)} tokens but the context "
-                                         f"holds {self.n_ctx}")
+            raise GgmlPyError(
+                self.path,
+                f"the prompt has {len(prompt_ids)} tokens but the context holds {self.n_ctx}",
+            )
         if n_batch < 1:
             raise GgmlPyError(None, f"batch size must be at least 1, got {n_batch}")
         max_tokens = min(max_tokens, self.n_ctx - len(prompt_ids))
-        return self._sample_loop(prompt_ids, max_tokens, sampler, n_batch, stop_at_eos,
-                                 timings if timings is not None else Timings())
+        return self._sample_loop(
+            prompt_ids,
+            max_tokens,
+            sampler,
+            n_batch,
+            stop_at_eos,
+            timings if timings is not None else Timings(),
+        )
 
-    def _sample_loop(self, prompt_ids: List[int], max_tokens: int, sampler: Sampler, n_batch: int,
-                     stop_at_eos: bool, timings: Timings) -> Iterator[int]:
+    def _sample_loop(
+        self,
+        prompt_ids: list[int],
+        max_tokens: int,
+        sampler: Sampler,
+        n_batch: int,
+        stop_at_eos: bool,
+        timings: Timings,
+    ) -> Iterator[int]:
         self.reset()
         history = list(prompt_ids)
-        pending = prompt_ids                                     # tokens not evaluated yet
+        pending = prompt_ids  # tokens not evaluated yet
         for _ in range(max_tokens):
             start = time.perf_counter()
             for chunk in range(0, len(pending), n_batch):
-                logits = self.eval(pending[chunk:chunk + n_batch], self.n_past, last_only=True)
+                logits = self.eval(pending[chunk : chunk + n_batch], self.n_past, last_only=True)
             timings.predict += time.perf_counter() - start
             start = time.perf_counter()
             token = sampler.sample(logits, history)
@@ -263,10 +321,21 @@ class Model(GptJ):
                 return
             pending = [token]
 
-    def generate(self, prompt: str, max_tokens: int = 200, *, temperature: float = 0.9, top_k: int = 40,
-                 top_p: float = 0.9, repeat_penalty: float = 1.0, repeat_last_n: int = 64,
-                 seed: Optional[int] = None, stop: Iterable[str] = (), n_batch: int = 32,
-                 ignore_eos: bool = False) -> Iterator[str]:
+    def generate(
+        self,
+        prompt: str,
+        max_tokens: int = 200,
+        *,
+        temperature: float = 0.9,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        repeat_penalty: float = 1.0,
+        repeat_last_n: int = 64,
+        seed: int | None = None,
+        stop: Iterable[str] = (),
+        n_batch: int = 32,
+        ignore_eos: bool = False,
+    ) -> Iterator[str]:
         """An iterator over the text that follows ``prompt``, piece by piece as tokens are sampled.
 
         Sampling is ggml's (``ggml_py.sampling``); ``seed=None`` draws a random seed. Generation
@@ -278,12 +347,21 @@ class Model(GptJ):
         settings = SamplingSettings(top_k, top_p, temperature, repeat_last_n, repeat_penalty)
         settings.check()
         seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
-        ids = self.generate_ids(self.tokenizer.encode(prompt), max_tokens, Sampler(settings, seed),
-                                n_batch=n_batch, stop_at_eos=not ignore_eos)
-        return self._text_until_stop(ids, [s for s in stop if s], None if ignore_eos else self.tokenizer.eos_id)
+        ids = self.generate_ids(
+            self.tokenizer.encode(prompt),
+            max_tokens,
+            Sampler(settings, seed),
+            n_batch=n_batch,
+            stop_at_eos=not ignore_eos,
+        )
+        return self._text_until_stop(
+            ids, [s for s in stop if s], None if ignore_eos else self.tokenizer.eos_id
+        )
 
-    def _text_until_stop(self, ids: Iterator[int], stops: List[str], end_of_text: Optional[int]) -> Iterator[str]:
-        held = ""                                                # text not yielded yet
+    def _text_until_stop(
+        self, ids: Iterator[int], stops: list[str], end_of_text: int | None
+    ) -> Iterator[str]:
+        held = ""  # text not yielded yet
         for piece in _text_pieces(ids, self.tokenizer.stream_decoder(), end_of_text):
             held += piece
             cut = min((i for i in (held.find(s) for s in stops) if i >= 0), default=-1)
@@ -292,15 +370,15 @@ class Model(GptJ):
                     yield held[:cut]
                 ids.close()
                 return
-            keep = _longest_stop_prefix(held, stops)             # could still become a stop string
+            keep = _longest_stop_prefix(held, stops)  # could still become a stop string
             if len(held) > keep:
-                yield held[:len(held) - keep]
-                held = held[len(held) - keep:]
+                yield held[: len(held) - keep]
+                held = held[len(held) - keep :]
         if held:
             yield held
 
 
-def _text_pieces(ids: Iterator[int], decoder, end_of_text: Optional[int]) -> Iterator[str]:
+def _text_pieces(ids: Iterator[int], decoder, end_of_text: int | None) -> Iterator[str]:
     """The text each id completes, then what the decoder still holds; ``end_of_text`` ends the
     text without being shown."""
     for token in ids:
@@ -310,7 +388,7 @@ def _text_pieces(ids: Iterator[int], decoder, end_of_text: Optional[int]) -> Ite
     yield decoder.finish()
 
 
-def _longest_stop_prefix(text: str, stops: List[str]) -> int:
+def _longest_stop_prefix(text: str, stops: list[str]) -> int:
     """Length of the longest suffix of ``text`` that is a proper prefix of some stop string.
 
     >>> _longest_stop_prefix("Hello wor", ["world", "xyz"])
@@ -325,8 +403,9 @@ def _longest_stop_prefix(text: str, stops: List[str]) -> int:
     return best
 
 
-def load(path: "str | os.PathLike[str]", backend: Optional[str] = None,
-         n_threads: Optional[int] = None) -> Model:
+def load(
+    path: str | os.PathLike[str], backend: str | None = None, n_threads: int | None = None
+) -> Model:
     """Open a ggml/GGUF GPT-J file and prepare it on a backend.
 
     ``backend``: a registered backend name (``ggml-py backends`` lists them); default

@@ -20,11 +20,12 @@ multiplies negative logits of every token seen in the last ``repeat_last_n`` tok
 >>> [int(x) for x in rng.next_uint32(3)]
 [3499211612, 581869302, 3890346734]
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -61,9 +62,11 @@ class MT19937:
 def discrete_draw(weights: Sequence[float], rng: MT19937) -> int:
     """libstdc++'s ``std::discrete_distribution<int>(weights)(rng)``."""
     if len(weights) < 2:
-        return 0                                # a single outcome: libstdc++ draws nothing
+        return 0  # a single outcome: libstdc++ draws nothing
     probabilities = np.asarray(weights, dtype=np.float64)
-    probabilities = probabilities / np.cumsum(probabilities)[-1]   # sequential sum, as std::accumulate
+    probabilities = (
+        probabilities / np.cumsum(probabilities)[-1]
+    )  # sequential sum, as std::accumulate
     cumulative = np.cumsum(probabilities)
     cumulative[-1] = 1.0
     return int(np.searchsorted(cumulative, rng.canonical(), side="left"))
@@ -104,19 +107,21 @@ class Sampler:
     1
     """
 
-    def __init__(self, settings: SamplingSettings, seed: int, rng: Optional[MT19937] = None):
+    def __init__(self, settings: SamplingSettings, seed: int, rng: MT19937 | None = None):
         self.settings = settings
         self.rng = rng if rng is not None else MT19937(seed)
 
     def sample(self, logits: np.ndarray, history: Sequence[int]) -> int:
         """The next token id; ``history`` holds the ids so far (prompt included)."""
         s = self.settings
-        recent = history[-s.repeat_last_n:] if s.repeat_last_n else ()
+        recent = history[-s.repeat_last_n :] if s.repeat_last_n else ()
         logits = apply_repeat_penalty(logits, recent, s.repeat_penalty)
         return sample_top_k_top_p(logits, s.top_k, s.top_p, s.temperature, self.rng)
 
 
-def apply_repeat_penalty(logits: np.ndarray, recent_ids: Sequence[int], penalty: float) -> np.ndarray:
+def apply_repeat_penalty(
+    logits: np.ndarray, recent_ids: Sequence[int], penalty: float
+) -> np.ndarray:
     """llama.cpp's repetition penalty: for each distinct id in ``recent_ids`` a positive logit is
     divided by ``penalty`` and a negative one multiplied by it. Returns a new array.
 
@@ -132,7 +137,9 @@ def apply_repeat_penalty(logits: np.ndarray, recent_ids: Sequence[int], penalty:
     return logits
 
 
-def sample_top_k_top_p(logits: np.ndarray, top_k: int, top_p: float, temperature: float, rng: MT19937) -> int:
+def sample_top_k_top_p(
+    logits: np.ndarray, top_k: int, top_p: float, temperature: float, rng: MT19937
+) -> int:
     """ggml's ``gpt_sample_top_k_top_p``: see the module docstring for the exact steps.
 
     ``top_p`` and ``temperature`` are rounded to C ``float`` first, as ggml stores them.
@@ -145,11 +152,15 @@ def sample_top_k_top_p(logits: np.ndarray, top_k: int, top_p: float, temperature
     top_p = float(np.float32(top_p))
     scaled = logits.astype(np.float64) * (1.0 / temperature)
     top_k = min(top_k, scaled.size)
-    candidates = np.argpartition(-scaled, top_k - 1)[:top_k] if top_k < scaled.size else np.arange(scaled.size)
-    candidates = candidates[np.lexsort((candidates, -scaled[candidates]))]   # value desc, id asc
+    candidates = (
+        np.argpartition(-scaled, top_k - 1)[:top_k]
+        if top_k < scaled.size
+        else np.arange(scaled.size)
+    )
+    candidates = candidates[np.lexsort((candidates, -scaled[candidates]))]  # value desc, id asc
     values = scaled[candidates]
 
-    exps = [math.exp(value - values[0]) for value in values]     # values[0] is the maximum
+    exps = [math.exp(value - values[0]) for value in values]  # values[0] is the maximum
     total = 0.0
     for p in exps:
         total += p

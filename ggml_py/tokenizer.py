@@ -22,6 +22,7 @@ b' hello\\n'
 
 The full algorithm is described in spec/tokenizer.md.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -29,18 +30,29 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable
 
-from ggml_py._tokenizer_unicode import LETTERS_ASTRAL, LETTERS_BMP, NUMBERS_ASTRAL, NUMBERS_BMP, WHITE_SPACE
+from ggml_py._tokenizer_unicode import (
+    LETTERS_ASTRAL,
+    LETTERS_BMP,
+    NUMBERS_ASTRAL,
+    NUMBERS_BMP,
+    WHITE_SPACE,
+)
 from ggml_py.errors import TokenizerError
 
 
-def _byte_to_char_table() -> Dict[int, str]:
+def _byte_to_char_table() -> dict[int, str]:
     """GPT-2's ``bytes_to_unicode``: printable bytes keep their code point, the other 68 bytes
     (controls, space, DEL, NBSP, soft hyphen) are moved, in increasing order, to U+0100 upwards
     so that no token string contains whitespace or control characters."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table = {byte: chr(byte) for byte in printable}
     next_code_point = 256
     for byte in range(256):
@@ -50,8 +62,8 @@ def _byte_to_char_table() -> Dict[int, str]:
     return table
 
 
-_BYTE_TO_CHAR: Dict[int, str] = _byte_to_char_table()
-_CHAR_TO_BYTE: Dict[str, int] = {char: byte for byte, char in _BYTE_TO_CHAR.items()}
+_BYTE_TO_CHAR: dict[int, str] = _byte_to_char_table()
+_CHAR_TO_BYTE: dict[str, int] = {char: byte for byte, char in _BYTE_TO_CHAR.items()}
 
 
 def bytes_to_token(data: bytes) -> str:
@@ -76,7 +88,8 @@ def token_to_bytes(token_string: str) -> bytes:
         return bytes([_CHAR_TO_BYTE[char] for char in token_string])
     except KeyError as error:
         raise TokenizerError(
-            None, f"token {token_string!r} has character {error.args[0]!r} outside the byte-level alphabet"
+            None,
+            f"token {token_string!r} has character {error.args[0]!r} outside the byte-level alphabet",
         ) from None
 
 
@@ -104,11 +117,13 @@ def escape_token(data: bytes) -> str:
         elif char.isprintable():
             pieces.append(char)
         else:
-            pieces.append(f"\\u{code_point:04x}" if code_point <= 0xFFFF else f"\\U{code_point:08x}")
+            pieces.append(
+                f"\\u{code_point:04x}" if code_point <= 0xFFFF else f"\\U{code_point:08x}"
+            )
     return "'" + "".join(pieces) + "'"
 
 
-def _pretoken_pattern(letters: str, numbers: str) -> "re.Pattern[str]":
+def _pretoken_pattern(letters: str, numbers: str) -> re.Pattern[str]:
     """GPT-2's pre-tokenizer pattern with \\p{L}, \\p{N} and \\s spelled out as Unicode 16.0 ranges.
 
     The original is ``'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+``.
@@ -130,10 +145,10 @@ def _pretoken_pattern(letters: str, numbers: str) -> "re.Pattern[str]":
 # the full pattern about six times slower; text without astral characters does not need them.
 _PRETOKEN_PATTERN_BMP = _pretoken_pattern(LETTERS_BMP, NUMBERS_BMP)
 _PRETOKEN_PATTERN = _pretoken_pattern(LETTERS_BMP + LETTERS_ASTRAL, NUMBERS_BMP + NUMBERS_ASTRAL)
-_ASTRAL_CHARACTER = re.compile("[\U00010000-\U0010FFFF]")
+_ASTRAL_CHARACTER = re.compile("[\U00010000-\U0010ffff]")
 
 
-def pretokenize(text: str) -> List[str]:
+def pretokenize(text: str) -> list[str]:
     """Split text (without added tokens) into the pieces that BPE encodes independently.
 
     >>> pretokenize("Hello  world's 3.14!\\n")
@@ -161,7 +176,7 @@ RankFunction = Callable[[bytes, bytes], int]
 _SINGLE_BYTES = [bytes([byte]) for byte in range(256)]
 
 
-def bpe(piece: bytes, rank: RankFunction) -> List[bytes]:
+def bpe(piece: bytes, rank: RankFunction) -> list[bytes]:
     """Split ``piece`` into tokens: merge the lowest-ranked adjacent pair until none can merge.
 
     ``rank(left, right)`` is the merge rank of two adjacent parts (lower merges first), or
@@ -209,46 +224,57 @@ class Tokenizer:
 
     def __init__(
         self,
-        token_bytes: Sequence[Optional[bytes]],
+        token_bytes: Sequence[bytes | None],
         added_tokens: Mapping[str, int],
-        merges: Optional[Sequence[Tuple[bytes, bytes]]],
-        eos_id: Optional[int],
-        source: Optional[str],
+        merges: Sequence[tuple[bytes, bytes]] | None,
+        eos_id: int | None,
+        source: str | None,
     ):
         """Prefer the ``from_*`` constructors. ``token_bytes[id]`` is each id's raw bytes (None
         for an unused id); ``added_tokens`` maps each added token's text to its id; ``merges``
         lists the BPE merges by rank, or is None to rank merges by token id (tiktoken style);
         ``source`` names the files in error messages."""
-        self._token_bytes: List[Optional[bytes]] = list(token_bytes)
-        self._added_ids: Dict[str, int] = dict(added_tokens)
-        self.eos_id: Optional[int] = eos_id
+        self._token_bytes: list[bytes | None] = list(token_bytes)
+        self._added_ids: dict[str, int] = dict(added_tokens)
+        self.eos_id: int | None = eos_id
         # Ranking by id would let BPE build an added token out of its pieces, so then added
         # tokens are no BPE tokens (as tiktoken keeps special tokens apart); with merges only the
         # listed merges can build a token, and a vocab.json token stays one even when it is also
         # added (Hugging Face matches it whole first, but the merges still refer to it).
         not_bpe = set(self._added_ids.values()) if merges is None else set()
         # bytes -> id of the BPE tokens; the lowest id wins when a vocabulary repeats a token.
-        self._bpe_ids: Dict[bytes, int] = {}
+        self._bpe_ids: dict[bytes, int] = {}
         for token_id, data in enumerate(self._token_bytes):
             if data and token_id not in not_bpe:
                 self._bpe_ids.setdefault(data, token_id)
         missing = [byte for byte in range(256) if bytes([byte]) not in self._bpe_ids]
         if missing:
-            raise TokenizerError(source, f"vocabulary has no token for byte 0x{missing[0]:02x} (every byte needs one)")
-        self._rank = self._merge_rank_function(merges, source) if merges is not None else self._id_rank_function()
+            raise TokenizerError(
+                source,
+                f"vocabulary has no token for byte 0x{missing[0]:02x} (every byte needs one)",
+            )
+        self._rank = (
+            self._merge_rank_function(merges, source)
+            if merges is not None
+            else self._id_rank_function()
+        )
         # Longest first, so that at any position the longest added token wins, as in Hugging
         # Face (<|extratoken_10|> before <|extratoken_1|>).
         by_length = sorted(self._added_ids, key=len, reverse=True)
         self._added_pattern = re.compile("|".join(map(re.escape, by_length))) if by_length else None
-        self._cache: Dict[str, Tuple[int, ...]] = {}
+        self._cache: dict[str, tuple[int, ...]] = {}
 
-    def _merge_rank_function(self, merges: Sequence[Tuple[bytes, bytes]], source: Optional[str]) -> RankFunction:
+    def _merge_rank_function(
+        self, merges: Sequence[tuple[bytes, bytes]], source: str | None
+    ) -> RankFunction:
         # A later duplicate of a merge overrides the earlier rank, as in Hugging Face.
         pair_ranks = {pair: rank for rank, pair in enumerate(merges)}
         for rank, (left, right) in enumerate(merges):
             if left + right not in self._bpe_ids:
                 pair = f"{bytes_to_token(left)} {bytes_to_token(right)}"
-                raise TokenizerError(source, f"merge {rank} ({pair}) makes a token that is not in the vocabulary")
+                raise TokenizerError(
+                    source, f"merge {rank} ({pair}) makes a token that is not in the vocabulary"
+                )
         return lambda left, right: pair_ranks.get((left, right), NO_MERGE)
 
     def _id_rank_function(self) -> RankFunction:
@@ -258,7 +284,7 @@ class Tokenizer:
     # ----------------------------------------------------------------------------- constructors
 
     @classmethod
-    def from_pretrained(cls, folder: "str | os.PathLike[str]") -> "Tokenizer":
+    def from_pretrained(cls, folder: str | os.PathLike[str]) -> Tokenizer:
         """Load vocab.json and merges.txt from a Hugging Face folder, with the added and special
         tokens of added_tokens.json, tokenizer_config.json and special_tokens_map.json, giving
         them the ids transformers 5 gives them (spec/tokenizer.md, section 3.1)."""
@@ -266,7 +292,9 @@ class Tokenizer:
         vocab_path = folder / "vocab.json"
         for required in (vocab_path, folder / "merges.txt"):
             if not required.is_file():
-                raise TokenizerError(folder, f"no {required.name}: not a GPT-2/GPT-J tokenizer folder")
+                raise TokenizerError(
+                    folder, f"no {required.name}: not a GPT-2/GPT-J tokenizer folder"
+                )
         vocab_ids = _checked_ids(_read_json_object(vocab_path), vocab_path)
         if not vocab_ids:
             raise TokenizerError(vocab_path, "the vocabulary is empty")
@@ -274,8 +302,10 @@ class Tokenizer:
         # no more unused ids than used ones.
         highest_token = max(vocab_ids, key=vocab_ids.__getitem__)
         if vocab_ids[highest_token] >= 2 * len(vocab_ids):
-            reason = (f"token {highest_token!r} has id {vocab_ids[highest_token]}, but there are only "
-                      f"{len(vocab_ids)} tokens: more than half of the ids up to it would be unused")
+            reason = (
+                f"token {highest_token!r} has id {vocab_ids[highest_token]}, but there are only "
+                f"{len(vocab_ids)} tokens: more than half of the ids up to it would be unused"
+            )
             raise TokenizerError(vocab_path, reason)
         merges = read_merges(folder / "merges.txt")
         config_path = folder / "tokenizer_config.json"
@@ -293,7 +323,7 @@ class Tokenizer:
         # then the special tokens; a token already in vocab.json keeps its id, any other takes the
         # next id. Files written by transformers list exactly these ids.
         special_names = _special_token_names(config, special_map)
-        added_tokens: Dict[str, int] = {}
+        added_tokens: dict[str, int] = {}
         taken_ids = set(vocab_ids.values())
         next_id = len(vocab_ids)
         for content in [*sorted(listed, key=listed.__getitem__), *special_names.values()]:
@@ -308,7 +338,9 @@ class Tokenizer:
             added_tokens[content] = next_id
             next_id += 1
         eos_id = added_tokens.get(special_names["eos_token"])
-        token_bytes: List[Optional[bytes]] = [None] * (max([*vocab_ids.values(), *added_tokens.values()]) + 1)
+        token_bytes: list[bytes | None] = [None] * (
+            max([*vocab_ids.values(), *added_tokens.values()]) + 1
+        )
         for token, token_id in vocab_ids.items():
             token_bytes[token_id] = _file_token_bytes(token, vocab_path)
         for token, token_id in added_tokens.items():
@@ -316,7 +348,9 @@ class Tokenizer:
         return cls(token_bytes, added_tokens, merges, eos_id, os.fspath(folder))
 
     @classmethod
-    def from_vocab(cls, tokens: Sequence[bytes], added_token_ids: Optional[Iterable[int]] = None) -> "Tokenizer":
+    def from_vocab(
+        cls, tokens: Sequence[bytes], added_token_ids: Iterable[int] | None = None
+    ) -> Tokenizer:
         """A tokenizer from the token bytes alone, without merges: the id of the token a pair
         would form is its merge rank (tiktoken style), which reproduces merges.txt for GPT-2.
 
@@ -327,26 +361,28 @@ class Tokenizer:
         return cls._from_token_list(tokens, None, added_token_ids, None)
 
     @classmethod
-    def from_model_file(cls, path: "str | os.PathLike[str]") -> "Tokenizer":
+    def from_model_file(cls, path: str | os.PathLike[str]) -> Tokenizer:
         """The tokenizer of a ggml or GGUF model file (its vocabulary, and its merges if any)."""
         from ggml_py.formats import open_model  # formats imports this module's helpers
 
         return cls.from_model(open_model(path))
 
     @classmethod
-    def from_model(cls, model) -> "Tokenizer":
+    def from_model(cls, model) -> Tokenizer:
         """The tokenizer of an already opened ``ggml_py.formats.ModelFile`` (no second read)."""
         return cls._from_token_list(model.vocab, model.merges, None, os.fspath(model.path))
 
     @classmethod
-    def from_path(cls, path: "str | os.PathLike[str]") -> "Tokenizer":
+    def from_path(cls, path: str | os.PathLike[str]) -> Tokenizer:
         """:meth:`from_pretrained` for a folder, :meth:`from_model_file` for a file."""
         return cls.from_pretrained(path) if os.path.isdir(path) else cls.from_model_file(path)
 
     @classmethod
-    def _from_token_list(cls, tokens, merges, added_token_ids, source) -> "Tokenizer":
+    def _from_token_list(cls, tokens, merges, added_token_ids, source) -> Tokenizer:
         if added_token_ids is None:
-            added_token_ids = [i for i, data in enumerate(tokens) if ADDED_TOKEN_SHAPE.fullmatch(data)]
+            added_token_ids = [
+                i for i, data in enumerate(tokens) if ADDED_TOKEN_SHAPE.fullmatch(data)
+            ]
         added_tokens = {}
         for token_id in added_token_ids:
             if not 0 <= token_id < len(tokens):
@@ -354,7 +390,9 @@ class Tokenizer:
             try:
                 added_tokens[tokens[token_id].decode("utf-8")] = token_id
             except UnicodeDecodeError:
-                raise TokenizerError(source, f"added token {token_id} is not valid UTF-8 text") from None
+                raise TokenizerError(
+                    source, f"added token {token_id} is not valid UTF-8 text"
+                ) from None
         eos_id = next((i for i, data in enumerate(tokens) if data == ENDOFTEXT.encode()), None)
         return cls(tokens, added_tokens, merges, eos_id, source)
 
@@ -365,14 +403,14 @@ class Tokenizer:
         """Number of token ids (highest id + 1), added tokens included: 50400 for GPT-J."""
         return len(self._token_bytes)
 
-    def encode(self, text: str) -> List[int]:
+    def encode(self, text: str) -> list[int]:
         """Token ids of ``text``; no BOS or EOS is added.
 
         >>> tok = Tokenizer.from_vocab([bytes([b]) for b in range(256)] + [b"ab"])
         >>> tok.encode("abab"), tok.encode(" ab")
         ([256, 256], [32, 256])
         """
-        ids: List[int] = []
+        ids: list[int] = []
         try:
             if self._added_pattern is None:
                 self._encode_ordinary(text, ids)
@@ -389,13 +427,15 @@ class Tokenizer:
             raise TokenizerError(None, reason) from None
         return ids
 
-    def _encode_ordinary(self, text: str, ids: List[int]) -> None:
+    def _encode_ordinary(self, text: str, ids: list[int]) -> None:
         """Append the ids of text that contains no added token."""
         cache = self._cache
         for pretoken in pretokenize(text):
             pretoken_ids = cache.get(pretoken)
             if pretoken_ids is None:
-                pretoken_ids = tuple(map(self._bpe_ids.__getitem__, bpe(pretoken.encode("utf-8"), self._rank)))
+                pretoken_ids = tuple(
+                    map(self._bpe_ids.__getitem__, bpe(pretoken.encode("utf-8"), self._rank))
+                )
                 if len(cache) >= _CACHE_LIMIT:
                     cache.clear()
                 cache[pretoken] = pretoken_ids
@@ -423,9 +463,11 @@ class Tokenizer:
         >>> tok.decode([0xE2, 0x80, 0x99]), tok.decode([0xE2, 0x80])
         ('’', '�')
         """
-        return b"".join([self.token_bytes(token_id) for token_id in ids]).decode("utf-8", errors="replace")
+        return b"".join([self.token_bytes(token_id) for token_id in ids]).decode(
+            "utf-8", errors="replace"
+        )
 
-    def stream_decoder(self) -> "StreamDecoder":
+    def stream_decoder(self) -> StreamDecoder:
         """A decoder for tokens that arrive one at a time (see :class:`StreamDecoder`)."""
         return StreamDecoder(self)
 
@@ -458,7 +500,7 @@ class StreamDecoder:
 # ------------------------------------------------------------------------------- file reading
 
 
-def _file_token_bytes(token: str, path: "str | os.PathLike[str]") -> bytes:
+def _file_token_bytes(token: str, path: str | os.PathLike[str]) -> bytes:
     """``token_to_bytes`` with the error naming the file the token came from."""
     try:
         return token_to_bytes(token)
@@ -482,31 +524,43 @@ def _read_json_object(path: Path) -> dict:
     except UnicodeDecodeError as error:
         raise TokenizerError(path, "not UTF-8 text", offset=error.start) from None
     except json.JSONDecodeError as error:
-        raise TokenizerError(path, f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+        raise TokenizerError(
+            path, f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
     if not isinstance(value, dict):
         raise TokenizerError(path, f"expected a JSON object, found {type(value).__name__}")
     return value
 
 
-def _checked_ids(mapping: dict, path: Path) -> Dict[str, int]:
+def _checked_ids(mapping: dict, path: Path) -> dict[str, int]:
     """``mapping`` (token text -> id) after checking that every id is a non-negative integer."""
     for token, token_id in mapping.items():
         if not isinstance(token_id, int) or isinstance(token_id, bool) or token_id < 0:
-            raise TokenizerError(path, f"token {token!r} has id {token_id!r}, expected a non-negative integer")
+            raise TokenizerError(
+                path, f"token {token!r} has id {token_id!r}, expected a non-negative integer"
+            )
     return mapping
 
 
-def _token_content(value) -> Optional[str]:
+def _token_content(value) -> str | None:
     """A special token's text: a plain string or an AddedToken object ``{"content": ...}``."""
     if isinstance(value, dict):
         value = value.get("content")
     return value if isinstance(value, str) else None
 
 
-_SPECIAL_TOKEN_ROLES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+_SPECIAL_TOKEN_ROLES = (
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+)
 
 
-def _special_token_names(config: dict, special_map: dict) -> Dict[str, str]:
+def _special_token_names(config: dict, special_map: dict) -> dict[str, str]:
     """role -> text of the special tokens, in transformers' order of roles (bos, eos, unk first).
 
     special_tokens_map.json overrides tokenizer_config.json; bos, eos and unk default to
@@ -518,7 +572,9 @@ def _special_token_names(config: dict, special_map: dict) -> Dict[str, str]:
         content = _token_content(special_map.get(role, config.get(role)))
         if content is not None:
             names[role] = content
-    additional = special_map.get("additional_special_tokens", config.get("additional_special_tokens")) or []
+    additional = (
+        special_map.get("additional_special_tokens", config.get("additional_special_tokens")) or []
+    )
     for index, value in enumerate(additional):
         content = _token_content(value)
         if content is not None:
@@ -526,19 +582,21 @@ def _special_token_names(config: dict, special_map: dict) -> Dict[str, str]:
     return names
 
 
-def _added_tokens_decoder(config: dict, path: Path) -> Dict[str, int]:
+def _added_tokens_decoder(config: dict, path: Path) -> dict[str, int]:
     """The ``added_tokens_decoder`` section of newer tokenizer_config.json files: id -> token."""
     added = {}
     for key, value in (config.get("added_tokens_decoder") or {}).items():
         content = _token_content(value)
         # isascii: str.isdigit also accepts digits such as "²" that int() refuses
         if content is None or not (key.isascii() and key.isdigit() and len(key) <= 18):
-            raise TokenizerError(path, f"added_tokens_decoder entry {key!r} is not an id with a token")
+            raise TokenizerError(
+                path, f"added_tokens_decoder entry {key!r} is not an id with a token"
+            )
         added[content] = int(key)
     return added
 
 
-def read_merges(path: Path) -> List[Tuple[bytes, bytes]]:
+def read_merges(path: Path) -> list[tuple[bytes, bytes]]:
     """merges.txt: an optional ``#version`` line, then one ``left right`` pair per line, by rank."""
     try:
         with open(path, "rb") as file:
@@ -550,7 +608,7 @@ def read_merges(path: Path) -> List[Tuple[bytes, bytes]]:
     if lines and lines[-1] == "":
         lines.pop()
     # Most merge parts are vocabulary tokens; converting each distinct string once saves time.
-    converted: Dict[str, bytes] = {}
+    converted: dict[str, bytes] = {}
     merges = []
     for line_number, line in enumerate(lines, start=1):
         line = line.rstrip("\r")
@@ -558,7 +616,10 @@ def read_merges(path: Path) -> List[Tuple[bytes, bytes]]:
             continue
         pair = line.split(" ")
         if len(pair) != 2 or not pair[0] or not pair[1]:
-            raise TokenizerError(path, f"line {line_number}: expected two tokens separated by one space, found {line!r}")
+            raise TokenizerError(
+                path,
+                f"line {line_number}: expected two tokens separated by one space, found {line!r}",
+            )
         for part in pair:
             if part not in converted:
                 converted[part] = _file_token_bytes(part, path)

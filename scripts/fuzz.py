@@ -18,6 +18,7 @@ folder. Either way, a crasher goes into
 ``tests/fixtures/crashers/<campaign>/`` with a line in ``crashers.json`` once it is fixed, and
 the test suite replays it from then on. The exit status is 1 when any campaign crashed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,11 +38,15 @@ ROUND_EXAMPLES = 200
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("campaigns", nargs="*", help="campaigns to run (default: all)")
-    parser.add_argument("--seconds", type=float, default=60.0, help="time per campaign (default 60)")
+    parser.add_argument(
+        "--seconds", type=float, default=60.0, help="time per campaign (default 60)"
+    )
     parser.add_argument("--engine", choices=["hypothesis", "atheris"], default="hypothesis")
     args, engine_arguments = parser.parse_known_args()
     if engine_arguments and args.engine != "atheris":
-        parser.error(f"unknown arguments {' '.join(engine_arguments)} (only atheris takes libFuzzer's)")
+        parser.error(
+            f"unknown arguments {' '.join(engine_arguments)} (only atheris takes libFuzzer's)"
+        )
     from fuzz.campaigns import CAMPAIGNS
 
     names = args.campaigns or sorted(CAMPAIGNS)
@@ -54,19 +59,23 @@ def main() -> int:
 
 
 def _run_hypothesis(name: str, seconds: float) -> int:
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
-
     from fuzz import targets
     from fuzz.campaigns import CAMPAIGNS
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
 
     campaign = CAMPAIGNS[name]
     stop = time.monotonic() + seconds
     rounds = 0
     with tempfile.TemporaryDirectory() as folder:
         while time.monotonic() < stop:
-            @settings(max_examples=ROUND_EXAMPLES, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
+
+            @settings(
+                max_examples=ROUND_EXAMPLES,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
             @given(data=st.data())
             def one_round(data):
                 campaign.draw(data, Path(folder))
@@ -77,8 +86,12 @@ def _run_hypothesis(name: str, seconds: float) -> int:
                 # hypothesis replays the shrunk example last, so the targets' last input is it
                 traceback.print_exception(error)
                 saved = _save_crasher(name, targets.last_input)
-                print(f"{name}: CRASH after {rounds * ROUND_EXAMPLES} examples: {type(error).__name__}: {error}")
-                print(f"  input saved as {saved}; move it to tests/fixtures/crashers/{name}/ once it is fixed")
+                print(
+                    f"{name}: CRASH after {rounds * ROUND_EXAMPLES} examples: {type(error).__name__}: {error}"
+                )
+                print(
+                    f"  input saved as {saved}; move it to tests/fixtures/crashers/{name}/ once it is fixed"
+                )
                 return 1
             rounds += 1
     print(f"{name}: {rounds * ROUND_EXAMPLES} examples in {seconds:g} s, no crash")
@@ -101,7 +114,14 @@ def _save_crasher(name: str, crashing_input) -> Path:
 
 def _run_atheris_process(name: str, seconds: float, engine_arguments) -> int:
     # atheris.Fuzz() never returns, so each campaign gets its own process.
-    command = [sys.executable, __file__, "--atheris-child", name, f"-max_total_time={int(seconds)}", *engine_arguments]
+    command = [
+        sys.executable,
+        __file__,
+        "--atheris-child",
+        name,
+        f"-max_total_time={int(seconds)}",
+        *engine_arguments,
+    ]
     return 0 if subprocess.run(command).returncode == 0 else 1
 
 
@@ -109,8 +129,9 @@ def _atheris_child(name: str, libfuzzer_arguments) -> None:
     import atheris
 
     with atheris.instrument_imports():
-        import ggml_py  # noqa: F401  (instrumented for coverage feedback)
         from fuzz.campaigns import CAMPAIGNS
+
+        import ggml_py  # noqa: F401  (instrumented for coverage feedback)
 
     campaign = CAMPAIGNS[name]
     workdir = Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))

@@ -23,6 +23,7 @@ the torch tensors with ``.numpy()`` (bfloat16 and float8 as their integer bit pa
 All outputs are deterministic except ``legacy.pt``, whose storage keys are memory addresses
 (``str(storage._cdata)``, as torch's legacy writer does).
 """
+
 from __future__ import annotations
 
 import collections
@@ -42,13 +43,29 @@ OUT = REPO / "tests" / "fixtures" / "checkpoints"
 TINY_GPTJ = REPO / "examples" / "tiny-gptj" / "pytorch_model.bin"
 
 STORAGE_DTYPES = [
-    torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32,
-    torch.int16, torch.int8, torch.uint8, torch.bool, torch.complex64, torch.complex128,
+    torch.float64,
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.int64,
+    torch.int32,
+    torch.int16,
+    torch.int8,
+    torch.uint8,
+    torch.bool,
+    torch.complex64,
+    torch.complex128,
 ]
 # dtypes without a legacy storage class: saved as UntypedStorage + _rebuild_tensor_v3.
 UNTYPED_DTYPES = [
-    torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz,
-    torch.float8_e8m0fnu, torch.uint16, torch.uint32, torch.uint64,
+    torch.float8_e4m3fn,
+    torch.float8_e5m2,
+    torch.float8_e4m3fnuz,
+    torch.float8_e5m2fnuz,
+    torch.float8_e8m0fnu,
+    torch.uint16,
+    torch.uint32,
+    torch.uint64,
 ]
 
 
@@ -82,7 +99,9 @@ def dtype_name(tensor: torch.Tensor) -> str:
 
 def write_expected(name: str, tensors: dict) -> None:
     arrays = {key: to_numpy(value) for key, value in tensors.items()}
-    arrays["__dtypes__"] = np.array(json.dumps({key: dtype_name(value) for key, value in tensors.items()}))
+    arrays["__dtypes__"] = np.array(
+        json.dumps({key: dtype_name(value) for key, value in tensors.items()})
+    )
     np.savez(OUT / f"{name}.npz", **arrays)
 
 
@@ -102,7 +121,9 @@ def save(name: str, obj: object, tensors: dict, **options) -> pathlib.Path:
     return path
 
 
-def rewrite_zip(source: pathlib.Path, target: pathlib.Path, compression: int, edit=lambda name, data: data) -> None:
+def rewrite_zip(
+    source: pathlib.Path, target: pathlib.Path, compression: int, edit=lambda name, data: data
+) -> None:
     with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
         for info in old.infolist():
             entry = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
@@ -111,7 +132,10 @@ def rewrite_zip(source: pathlib.Path, target: pathlib.Path, compression: int, ed
 
 
 def make_dtypes(generator: torch.Generator) -> None:
-    tensors = {f"t_{dtype_name(torch.empty(0, dtype=d))}": sample(d, (3, 5), generator) for d in STORAGE_DTYPES}
+    tensors = {
+        f"t_{dtype_name(torch.empty(0, dtype=d))}": sample(d, (3, 5), generator)
+        for d in STORAGE_DTYPES
+    }
     path = save("dtypes.pt", tensors, tensors)
     compressed = OUT / "compressed.pt"
     rewrite_zip(path, compressed, zipfile.ZIP_DEFLATED)
@@ -120,7 +144,10 @@ def make_dtypes(generator: torch.Generator) -> None:
 
 
 def make_untyped(generator: torch.Generator) -> None:
-    tensors = {f"t_{dtype_name(torch.empty(0, dtype=d))}": sample(d, (4, 3), generator) for d in UNTYPED_DTYPES}
+    tensors = {
+        f"t_{dtype_name(torch.empty(0, dtype=d))}": sample(d, (4, 3), generator)
+        for d in UNTYPED_DTYPES
+    }
     buffer = io.BytesIO()  # a stream: torch names the archive folder "archive/"
     torch.save(tensors, buffer)
     (OUT / "untyped_v3.pt").write_bytes(buffer.getvalue())
@@ -138,7 +165,9 @@ def make_parameters(generator: torch.Generator) -> None:
 
 
 def small_module(generator: torch.Generator) -> torch.nn.Module:
-    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3), torch.nn.Linear(3, 2, bias=False))
+    module = torch.nn.Sequential(
+        torch.nn.Linear(4, 3), torch.nn.LayerNorm(3), torch.nn.Linear(3, 2, bias=False)
+    )
     with torch.no_grad():
         for parameter in module.parameters():
             parameter.copy_(sample(torch.float32, parameter.shape, generator))
@@ -180,7 +209,13 @@ def make_views(generator: torch.Generator) -> None:
     tensors = view_tensors(generator)
     path = save("views.pt", tensors, tensors)
     check_loads_back(path, tensors)
-    legacy = dict(tensors, **{f"t_{dtype_name(torch.empty(0, dtype=d))}": sample(d, (2, 3), generator) for d in STORAGE_DTYPES})
+    legacy = dict(
+        tensors,
+        **{
+            f"t_{dtype_name(torch.empty(0, dtype=d))}": sample(d, (2, 3), generator)
+            for d in STORAGE_DTYPES
+        },
+    )
     path = save("legacy.pt", legacy, legacy, _use_new_zipfile_serialization=False)
     check_loads_back(path, legacy)
 
@@ -208,14 +243,16 @@ def make_big_endian(generator: torch.Generator) -> None:
         storage = tensor.untyped_storage().data_ptr()
         if storage not in key_by_storage:
             key_by_storage[storage] = key = str(len(key_by_storage))
-            unit_by_key[key] = tensor.dtype.itemsize // 2 if tensor.dtype.is_complex else tensor.dtype.itemsize
+            unit_by_key[key] = (
+                tensor.dtype.itemsize // 2 if tensor.dtype.is_complex else tensor.dtype.itemsize
+            )
 
     def swap(name: str, data: bytes) -> bytes:
         folder, _, record = name.partition("/")
         if record == "byteorder":
             return b"big"
         if record.startswith("data/"):
-            unit = unit_by_key[record[len("data/"):]]
+            unit = unit_by_key[record[len("data/") :]]
             return np.frombuffer(data, dtype=f"<u{unit}").byteswap().tobytes() if unit > 1 else data
         return data
 
@@ -227,8 +264,17 @@ def make_big_endian(generator: torch.Generator) -> None:
 
 
 def make_safetensors(generator: torch.Generator) -> None:
-    tensors = {f"t_{dtype_name(torch.empty(0, dtype=d))}": sample(d, (2, 3), generator) for d in STORAGE_DTYPES if not d.is_complex}
-    tensors.update({f"t_{dtype_name(torch.empty(0, dtype=d))}": sample(d, (3,), generator) for d in UNTYPED_DTYPES})
+    tensors = {
+        f"t_{dtype_name(torch.empty(0, dtype=d))}": sample(d, (2, 3), generator)
+        for d in STORAGE_DTYPES
+        if not d.is_complex
+    }
+    tensors.update(
+        {
+            f"t_{dtype_name(torch.empty(0, dtype=d))}": sample(d, (3,), generator)
+            for d in UNTYPED_DTYPES
+        }
+    )
     tensors["scalar"] = torch.tensor(0.5, dtype=torch.bfloat16)
     tensors["empty"] = torch.zeros((2, 0), dtype=torch.float16)
     safetensors.torch.save_file(tensors, OUT / "dtypes.safetensors", metadata={"format": "pt"})
@@ -240,8 +286,15 @@ def make_shards() -> None:
 
     torch.manual_seed(1234)
     config = transformers.GPTJConfig(
-        vocab_size=64, n_positions=16, n_embd=16, n_layer=2, n_head=2, rotary_dim=4, initializer_range=0.3,
-        bos_token_id=0, eos_token_id=0,
+        vocab_size=64,
+        n_positions=16,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        rotary_dim=4,
+        initializer_range=0.3,
+        bos_token_id=0,
+        eos_token_id=0,
     )
     model = transformers.GPTJForCausalLM(config)
     folder = OUT / "sharded_safetensors"
@@ -260,11 +313,17 @@ def make_shards() -> None:
     weight_map = {}
     for number, shard in enumerate(shards, 1):
         shard_name = f"pytorch_model-{number:05d}-of-{len(shards):05d}.bin"
-        part = {name: tensors[name].contiguous() for name, file in index["weight_map"].items() if file == shard}
+        part = {
+            name: tensors[name].contiguous()
+            for name, file in index["weight_map"].items()
+            if file == shard
+        }
         torch.save(part, bin_folder / shard_name)
         weight_map.update({name: shard_name for name in part})
     bin_index = {"metadata": index["metadata"], "weight_map": weight_map}
-    (bin_folder / "pytorch_model.bin.index.json").write_text(json.dumps(bin_index, indent=2, sort_keys=True) + "\n")
+    (bin_folder / "pytorch_model.bin.index.json").write_text(
+        json.dumps(bin_index, indent=2, sort_keys=True) + "\n"
+    )
     write_expected("sharded_bin", tensors)
 
 

@@ -18,6 +18,7 @@ One folder has fewer tokens than embedding rows: its expected vocabulary ends wi
 placeholders ``<|extratoken_N|>`` that ggml-py's documented padding rule writes (ggml's own
 converter would write a file its loader refuses there).
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,20 +42,34 @@ ADDED_TOKENS = {"<|added_b|>": 299, "<|added_a|>": 298}  # deliberately not in i
 
 MODELS = [
     # name, config, embedding rows, containers
-    ("e32-h4-l2", dict(n_embd=32, n_head=4, n_layer=2, rotary_dim=4, n_positions=64), 300,
-     ["torch-zip", "torch-legacy", "safetensors", "sharded", "bf16", "f32"]),
-    ("e64-h2-l1-fullrot", dict(n_embd=64, n_head=2, n_layer=1, rotary_dim=32, n_positions=32), 300,
-     ["safetensors"]),
+    (
+        "e32-h4-l2",
+        dict(n_embd=32, n_head=4, n_layer=2, rotary_dim=4, n_positions=64),
+        300,
+        ["torch-zip", "torch-legacy", "safetensors", "sharded", "bf16", "f32"],
+    ),
+    (
+        "e64-h2-l1-fullrot",
+        dict(n_embd=64, n_head=2, n_layer=1, rotary_dim=32, n_positions=32),
+        300,
+        ["safetensors"],
+    ),
     # 304 rows for 300 tokens: the converter pads; the checkpoint also carries the attention
     # buffers that transformers < 4.30 saved (attn.bias, attn.masked_bias), which are skipped.
-    ("e96-h3-l1-padded", dict(n_embd=96, n_head=3, n_layer=1, rotary_dim=8, n_positions=16), 304,
-     ["torch-zip"]),
+    (
+        "e96-h3-l1-padded",
+        dict(n_embd=96, n_head=3, n_layer=1, rotary_dim=8, n_positions=16),
+        304,
+        ["torch-zip"],
+    ),
 ]
 
 
 def make_model(config_values: dict, n_rows: int, seed: int) -> GPTJForCausalLM:
     torch.manual_seed(seed)
-    config = GPTJConfig(vocab_size=n_rows, initializer_range=0.3, bos_token_id=0, eos_token_id=0, **config_values)
+    config = GPTJConfig(
+        vocab_size=n_rows, initializer_range=0.3, bos_token_id=0, eos_token_id=0, **config_values
+    )
     model = GPTJForCausalLM(config).eval()
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():  # non-trivial layer norms and biases, so every tensor matters
@@ -72,7 +87,9 @@ def write_tokenizer(folder: Path) -> None:
     (folder / "added_tokens.json").write_text(json.dumps(ADDED_TOKENS), encoding="utf-8")
 
 
-def save_container(model: GPTJForCausalLM, folder: Path, container: str, extra_buffers: bool) -> None:
+def save_container(
+    model: GPTJForCausalLM, folder: Path, container: str, extra_buffers: bool
+) -> None:
     folder.mkdir(parents=True)
     model.config.save_pretrained(folder)
     # f16 containers hold the float32 model rounded to f16; "f32" and "bf16" round it their way,
@@ -86,7 +103,10 @@ def save_container(model: GPTJForCausalLM, folder: Path, container: str, extra_b
             state[f"transformer.h.{layer}.attn.bias"] = mask.view(1, 1, n_positions, n_positions)
             state[f"transformer.h.{layer}.attn.masked_bias"] = torch.tensor(-1e9)
     if container in ("bf16", "f32"):
-        state = {name: tensor.to(torch.bfloat16 if container == "bf16" else torch.float32) for name, tensor in full.items()}
+        state = {
+            name: tensor.to(torch.bfloat16 if container == "bf16" else torch.float32)
+            for name, tensor in full.items()
+        }
     if container == "torch-zip":
         torch.save(state, folder / "pytorch_model.bin")
     elif container == "torch-legacy":
@@ -107,10 +127,16 @@ def save_container(model: GPTJForCausalLM, folder: Path, container: str, extra_b
 def expected_vocab(n_rows: int) -> list:
     byte_decoder = {char: byte for byte, char in bytes_to_unicode().items()}
     gpt2 = json.loads(GPT2_VOCAB.read_text(encoding="utf-8"))
-    by_id = {token_id: bytes(byte_decoder[c] for c in token) for token, token_id in gpt2.items() if token_id < N_BASE_TOKENS}
+    by_id = {
+        token_id: bytes(byte_decoder[c] for c in token)
+        for token, token_id in gpt2.items()
+        if token_id < N_BASE_TOKENS
+    }
     by_id.update({token_id: token.encode() for token, token_id in ADDED_TOKENS.items()})
     placeholders = [i for i in range(n_rows) if i not in by_id]
-    by_id.update({token_id: f"<|extratoken_{n}|>".encode() for n, token_id in enumerate(placeholders, 1)})
+    by_id.update(
+        {token_id: f"<|extratoken_{n}|>".encode() for n, token_id in enumerate(placeholders, 1)}
+    )
     return [by_id[i] for i in range(n_rows)]
 
 
@@ -121,8 +147,19 @@ def expected_file(folder: Path, ftype: int) -> bytes:
     state = model.state_dict()
     n_rows = state["transformer.wte.weight"].shape[0]
     n_rot = config.rotary_dim or config.n_embd // config.n_head
-    parts = [struct.pack("<I7i", 0x67676D6C, n_rows, config.n_positions, config.n_embd, config.n_head,
-                         config.n_layer, n_rot, ftype)]
+    parts = [
+        struct.pack(
+            "<I7i",
+            0x67676D6C,
+            n_rows,
+            config.n_positions,
+            config.n_embd,
+            config.n_head,
+            config.n_layer,
+            n_rot,
+            ftype,
+        )
+    ]
     vocab = expected_vocab(n_rows)
     parts.append(struct.pack("<i", len(vocab)))
     for token in vocab:
@@ -134,7 +171,11 @@ def expected_file(folder: Path, ftype: int) -> bytes:
         as_f16 = ftype == 1 and name.endswith(".weight") and data.ndim == 2
         data = data.astype(np.float16 if as_f16 else np.float32)
         encoded = name.encode()
-        parts.append(struct.pack(f"<3i{data.ndim}i", data.ndim, len(encoded), int(as_f16), *reversed(data.shape)))
+        parts.append(
+            struct.pack(
+                f"<3i{data.ndim}i", data.ndim, len(encoded), int(as_f16), *reversed(data.shape)
+            )
+        )
         parts += [encoded, data.tobytes()]
     return b"".join(parts)
 
@@ -143,7 +184,8 @@ def main() -> None:
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
     expected = {
-        "description": "Sizes and sha256 of the ggml files each folder must convert to (see scripts/make_convert_fixtures.py).",
+        "description": "Sizes and sha256 of the ggml files each folder must convert to "
+        "(see scripts/make_convert_fixtures.py).",
         "torch": torch.__version__,
         "folders": {},
     }
@@ -152,8 +194,11 @@ def main() -> None:
         for container in containers:
             folder = OUT / f"{name}-{container}"
             save_container(model, folder, container, extra_buffers=name.endswith("padded"))
-            entry = {"n_rows": n_rows, "n_tokens": N_BASE_TOKENS + len(ADDED_TOKENS), "source_dtype": {
-                "bf16": "bfloat16", "f32": "float32"}.get(container, "float16")}
+            entry = {
+                "n_rows": n_rows,
+                "n_tokens": N_BASE_TOKENS + len(ADDED_TOKENS),
+                "source_dtype": {"bf16": "bfloat16", "f32": "float32"}.get(container, "float16"),
+            }
             for ftype, outtype in ((0, "f32"), (1, "f16")):
                 data = expected_file(folder, ftype)
                 entry[outtype] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}

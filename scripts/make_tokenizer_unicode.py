@@ -10,6 +10,7 @@ point (fixture written by ``scripts/make_tokenizer_corpus.py``).
 Run by hand:  /work/venv-gen/bin/pip install unicodedata2==16.0.0
               /work/venv-gen/bin/python scripts/make_tokenizer_unicode.py
 """
+
 from __future__ import annotations
 
 import sys
@@ -78,13 +79,19 @@ def main() -> None:
     )
     for name, runs in (("LETTERS", letters), ("NUMBERS", numbers)):
         source += "\n" + class_body_source(f"{name}_BMP", [run for run in runs if run[1] <= 0xFFFF])
-        source += "\n" + class_body_source(f"{name}_ASTRAL", [run for run in runs if run[0] > 0xFFFF])
-    if any(run[1] > 0xFFFF for run in white_space) or any(a <= 0xFFFF < b for a, b in letters + numbers):
+        source += "\n" + class_body_source(
+            f"{name}_ASTRAL", [run for run in runs if run[0] > 0xFFFF]
+        )
+    if any(run[1] > 0xFFFF for run in white_space) or any(
+        a <= 0xFFFF < b for a, b in letters + numbers
+    ):
         sys.exit("a range crosses from the BMP into the astral planes; split it")
     source += "\n" + class_body_source("WHITE_SPACE", white_space)
     with atomic_output(OUTPUT) as out:
         out.write(source.encode("ascii"))
-    print(f"{OUTPUT}: {len(letters)} letter, {len(numbers)} number, {len(white_space)} space ranges")
+    print(
+        f"{OUTPUT}: {len(letters)} letter, {len(numbers)} number, {len(white_space)} space ranges"
+    )
 
 
 if __name__ == "__main__":

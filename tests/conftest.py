@@ -3,6 +3,7 @@
 Golden data lives in ``../shared/peer`` beside the checkout. Tests that need it ask for the
 ``peer`` fixture, which skips them cleanly when the folder is absent.
 """
+
 from __future__ import annotations
 
 import json

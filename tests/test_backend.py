@@ -1,6 +1,7 @@
 """The backend registry, the shipped backends' own promises, and the conformance suite run the
 way users run it: ``pytest --pyargs ggml_py.conformance --backend NAME`` from any folder, for
 both shipped backends and for the out-of-tree example installed with pip."""
+
 from __future__ import annotations
 
 import os
@@ -10,20 +11,26 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+from test_model import byte_model_file, write_model_file
+
 from ggml_py.backend import Backend, create_backend, installed_backends, resolve_backend_name
 from ggml_py.errors import BackendError
 from ggml_py.formats import TensorInfo
 from ggml_py.formats.quant import GGMLType
-from test_model import byte_model_file, write_model_file
 
 SHIPPED = ["numpy-blas", "blocked-f16"]
 
 
 def _run(*args, cwd, env=None, timeout=300):
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
 
 
 def test_shipped_backends_are_registered_entry_points():
@@ -46,7 +53,9 @@ def test_backend_choice_order_is_argument_then_environment_then_numpy_blas(monke
 
 
 def test_unknown_backend_and_bad_thread_count_are_backend_errors():
-    with pytest.raises(BackendError, match=r"unknown backend 'gpu' \(installed: .*blocked-f16.*numpy-blas"):
+    with pytest.raises(
+        BackendError, match=r"unknown backend 'gpu' \(installed: .*blocked-f16.*numpy-blas"
+    ):
         create_backend("gpu")
     with pytest.raises(BackendError, match="n_threads must be at least 1"):
         create_backend("blocked-f16", n_threads=0)
@@ -60,9 +69,11 @@ def test_numpy_blas_refuses_a_model_larger_than_available_memory_before_decoding
     # one f16 matrix whose f32 copy needs twice what is available: memory freed meanwhile by other
     # processes cannot make it fit
     rows = 2 * available // (4 * 4096)
-    empty = np.zeros(0, dtype=np.uint8)                      # decoding it would fail loudly
+    empty = np.zeros(0, dtype=np.uint8)  # decoding it would fail loudly
     huge = TensorInfo("lm_head.weight", GGMLType.F16, (rows, 4096), 0, rows * 4096 * 2, empty)
-    with pytest.raises(BackendError, match=r"model\.bin: numpy-blas needs .* GiB .* available; use the blocked-f16"):
+    with pytest.raises(
+        BackendError, match=r"model\.bin: numpy-blas needs .* GiB .* available; use the blocked-f16"
+    ):
         create_backend("numpy-blas").prepare("model.bin", {"lm_head.weight": huge})
 
 
@@ -74,10 +85,13 @@ def test_numpy_blas_refuses_weights_that_fit_only_without_room_to_run():
     # float32 weights 256 MiB short of what is available: they would fit, the run would not
     rows = (available - 2**28) // (4 * 4096)
     assert running_reserve(4 * rows * 4096) >= 2**30
-    empty = np.zeros(0, dtype=np.uint8)                      # decoding it would fail loudly
+    empty = np.zeros(0, dtype=np.uint8)  # decoding it would fail loudly
     huge = TensorInfo("lm_head.weight", GGMLType.F16, (rows, 4096), 0, rows * 4096 * 2, empty)
-    with pytest.raises(BackendError, match=r"model\.bin: numpy-blas needs .* GiB for float32 weights "
-                                           r"\(plus .* GiB to run\) but only .* available"):
+    with pytest.raises(
+        BackendError,
+        match=r"model\.bin: numpy-blas needs .* GiB for float32 weights "
+        r"\(plus .* GiB to run\) but only .* available",
+    ):
         create_backend("numpy-blas").prepare("model.bin", {"lm_head.weight": huge})
 
 
@@ -105,9 +119,11 @@ def test_fast_f16_decoding_is_exact_for_every_half():
 
     halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
     finite = halves[np.isfinite(halves)]
-    decoded = decode_f16_scaled(finite, np.empty(finite.size, np.int32)) * np.float32(2.0**F16_SCALE_EXPONENT)
-    expected = finite.astype(np.float32)                                       # NumPy's own cast
-    assert np.array_equal(decoded.view(np.uint32), expected.view(np.uint32))   # signed zeros too
+    decoded = decode_f16_scaled(finite, np.empty(finite.size, np.int32)) * np.float32(
+        2.0**F16_SCALE_EXPONENT
+    )
+    expected = finite.astype(np.float32)  # NumPy's own cast
+    assert np.array_equal(decoded.view(np.uint32), expected.view(np.uint32))  # signed zeros too
     # dequantize (the load-time path) takes NumPy's cast for chunks holding infinities or NaN,
     # and reads unaligned bytes: every bit pattern, NaN payloads included
     raw = np.zeros(2 * halves.size + 1, np.uint8)
@@ -118,40 +134,87 @@ def test_fast_f16_decoding_is_exact_for_every_half():
 
 @pytest.mark.parametrize("backend", SHIPPED)
 def test_conformance_suite_passes_from_any_folder(backend, tmp_path):
-    result = _run("-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "ggml_py.conformance",
-                  "--backend", backend, cwd=tmp_path)
+    result = _run(
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--pyargs",
+        "ggml_py.conformance",
+        "--backend",
+        backend,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
 
 
 def test_conformance_suite_rejects_an_unknown_backend(tmp_path):
-    result = _run("-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "ggml_py.conformance",
-                  "--backend", "no-such-backend", cwd=tmp_path)
-    assert result.returncode == 4                            # pytest's usage error
+    result = _run(
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--pyargs",
+        "ggml_py.conformance",
+        "--backend",
+        "no-such-backend",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 4  # pytest's usage error
     assert "no such ggml-py backend" in result.stderr
 
 
 def test_out_of_tree_example_backend_installs_with_pip_and_passes_the_suite(tmp_path):
     source = tmp_path / "custom_backend"
-    shutil.copytree(REPO / "examples" / "custom_backend", source)   # builds write into the source
+    shutil.copytree(REPO / "examples" / "custom_backend", source)  # builds write into the source
     site = tmp_path / "site"
-    install = _run("-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-                   "--target", str(site), str(source), cwd=tmp_path)
+    install = _run(
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "--target",
+        str(site),
+        str(source),
+        cwd=tmp_path,
+    )
     assert install.returncode == 0, install.stderr[-3000:]
     env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
 
     listing = _run("-m", "ggml_py", "backends", cwd=tmp_path, env=env)
     assert listing.returncode == 0
-    assert "example-float64  ggml_py_example_backend:Float64Backend [ggml-py-example-backend 0.1.0]" in listing.stdout
+    assert (
+        "example-float64  ggml_py_example_backend:Float64Backend [ggml-py-example-backend 0.1.0]"
+        in listing.stdout
+    )
 
-    suite = _run("-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "ggml_py.conformance",
-                 "--backend", "example-float64", cwd=tmp_path, env=env)
+    suite = _run(
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--pyargs",
+        "ggml_py.conformance",
+        "--backend",
+        "example-float64",
+        cwd=tmp_path,
+        env=env,
+    )
     assert suite.returncode == 0, suite.stdout[-3000:] + suite.stderr[-3000:]
     assert " passed" in suite.stdout and "failed" not in suite.stdout
 
     model_path = tmp_path / "bytes.bin"
     write_model_file(model_path, byte_model_file(n_ctx=32))
-    example = _run(str(REPO / "examples" / "use_custom_backend.py"), str(model_path), cwd=tmp_path, env=env)
+    example = _run(
+        str(REPO / "examples" / "use_custom_backend.py"), str(model_path), cwd=tmp_path, env=env
+    )
     assert example.returncode == 0, example.stderr[-3000:]
     assert "example-float64  ggml_py_example_backend:Float64Backend" in example.stdout
 
@@ -160,15 +223,22 @@ def test_backends_command_lists_names_origins_and_the_default():
     result = _run("-m", "ggml_py", "backends", cwd=REPO, env={"GGML_PY_BACKEND": "blocked-f16"})
     assert result.returncode == 0
     lines = result.stdout.splitlines()
-    assert any(line.startswith("* blocked-f16  backends.blocked_f16:BlockedF16Backend [ggml-py ") for line in lines)
-    assert any(line.startswith("  numpy-blas   backends.numpy_blas:NumpyBlasBackend [ggml-py ") for line in lines)
+    assert any(
+        line.startswith("* blocked-f16  backends.blocked_f16:BlockedF16Backend [ggml-py ")
+        for line in lines
+    )
+    assert any(
+        line.startswith("  numpy-blas   backends.numpy_blas:NumpyBlasBackend [ggml-py ")
+        for line in lines
+    )
     assert "float32 in RAM" in result.stdout
 
 
 def test_backends_command_fails_when_the_environment_names_a_missing_backend():
     result = _run("-m", "ggml_py", "backends", cwd=REPO, env={"GGML_PY_BACKEND": "no-such-backend"})
     assert result.returncode == 1
-    assert "numpy-blas" in result.stdout                     # the listing still helps
+    assert "numpy-blas" in result.stdout  # the listing still helps
     assert result.stderr.strip().splitlines() == [
         "ggml-py: error: $GGML_PY_BACKEND names 'no-such-backend', which is not installed; "
-        "`run` will refuse it until it is"]
+        "`run` will refuse it until it is"
+    ]

@@ -1,4 +1,5 @@
 """``ggml-py ls``: the table, the totals, and the exit codes."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,12 @@ def test_ls_lists_every_tensor_with_totals(tiny_model_dir):
     assert len(rows) == len(digests)
     for row, (name, expected) in zip(rows, digests.items()):
         nbytes = math.prod(expected["shape"]) * 2
-        assert row.split() == [name, expected["dtype"], *str(expected["shape"]).split(), str(nbytes)]
+        assert row.split() == [
+            name,
+            expected["dtype"],
+            *str(expected["shape"]).split(),
+            str(nbytes),
+        ]
     assert lines[-1] == "25 tensors, 6600928 parameters, 13201856 bytes (12.59 MiB)"
 
 
@@ -42,12 +48,17 @@ def test_ls_bad_file_is_one_line_and_exit_1(tmp_path):
     result = run_cli("ls", str(bad))
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr == f"ggml-py: error: {bad}: magic number: global 'posix.system' is not allowed " \
+    assert (
+        result.stderr
+        == f"ggml-py: error: {bad}: magic number: global 'posix.system' is not allowed "
         "(only torch tensor rebuild functions, storage types, dtypes and collections.OrderedDict are) (at byte 2)\n"
+    )
 
 
 def test_ls_lfs_pointer_explains_the_missing_download(tmp_path):
-    (tmp_path / "model.safetensors").write_text("version https://git-lfs.github.com/spec/v1\nsize 24\n")
+    (tmp_path / "model.safetensors").write_text(
+        "version https://git-lfs.github.com/spec/v1\nsize 24\n"
+    )
     result = run_cli("ls", str(tmp_path))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "Git LFS pointer to a 24-byte file, not the weights: run `git lfs pull`" in result.stderr

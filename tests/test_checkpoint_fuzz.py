@@ -6,20 +6,27 @@ itself re-zipped with a correct CRC. Each file is read by the fuzz target of
 tests/fuzz/targets.py, which also bounds its time and memory (tests/test_robustness_fuzz.py has
 the other campaigns).
 """
+
 from __future__ import annotations
 
 import tempfile
 import zipfile
 from pathlib import Path
 
+from conftest import REPO
+from fuzz import targets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO
-from fuzz import targets
-
 FIXTURES = REPO / "tests" / "fixtures" / "checkpoints"
-FILES = ["dtypes.pt", "views.pt", "compressed.pt", "legacy.pt", "big_endian.pt", "dtypes.safetensors"]
+FILES = [
+    "dtypes.pt",
+    "views.pt",
+    "compressed.pt",
+    "legacy.pt",
+    "big_endian.pt",
+    "dtypes.safetensors",
+]
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -60,11 +67,18 @@ def rezipped_with_mutated_pickle(name: str, edits, cut) -> bytes:
         with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
             for info in old.infolist():
                 data = old.read(info)
-                new.writestr(info.filename, mutate(data, edits, cut) if info.filename.endswith("/data.pkl") else data)
+                new.writestr(
+                    info.filename,
+                    mutate(data, edits, cut) if info.filename.endswith("/data.pkl") else data,
+                )
         return target.read_bytes()
 
 
 @FUZZ
-@given(name=st.sampled_from(["views.pt", "parameters.pt", "state_dict_metadata.pt"]), edits=EDITS, cut=st.sampled_from([0, 0, 1, 5]))
+@given(
+    name=st.sampled_from(["views.pt", "parameters.pt", "state_dict_metadata.pt"]),
+    edits=EDITS,
+    cut=st.sampled_from([0, 0, 1, 5]),
+)
 def test_mutated_pickles_raise_only_checkpoint_errors(name, edits, cut):
     read_everything(rezipped_with_mutated_pickle(name, edits, cut), ".pt")

@@ -3,6 +3,7 @@
 The fixtures and their expected arrays come from scripts/make_checkpoint_fixtures.py, run with
 the real torch; each tensor must come back with the same dtype, shape and bytes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,9 +15,9 @@ import zipfile
 import ml_dtypes
 import numpy as np
 import pytest
+from conftest import REPO
 
 import ggml_py
-from conftest import REPO
 from ggml_py.checkpoint._tensor import MappedStorage
 
 FIXTURES = REPO / "tests" / "fixtures" / "checkpoints"
@@ -46,7 +47,9 @@ def assert_same_tensors(checkpoint, expected) -> None:
     for name, (dtype, values) in expected.items():
         lazy = checkpoint[name]
         array = lazy.numpy()
-        assert (str(lazy.dtype), lazy.shape, lazy.nbytes) == (dtype, values.shape, values.nbytes), name
+        assert (str(lazy.dtype), lazy.shape, lazy.nbytes) == (dtype, values.shape, values.nbytes), (
+            name
+        )
         assert (str(array.dtype), array.shape) == (dtype, values.shape), name
         assert array.tobytes() == values.tobytes(), name
 
@@ -109,7 +112,11 @@ def test_non_contiguous_views_are_fresh_c_ordered_copies():
     weight = checkpoint["a.weight"].numpy()
     for name in ("transposed", "column", "permuted", "sliced", "expanded"):
         array = checkpoint[name].numpy()
-        assert array.flags.c_contiguous and array.flags.writeable and not np.shares_memory(array, weight), name
+        assert (
+            array.flags.c_contiguous
+            and array.flags.writeable
+            and not np.shares_memory(array, weight)
+        ), name
     np.testing.assert_array_equal(checkpoint["transposed"].numpy(), weight.T)
     np.testing.assert_array_equal(checkpoint["column"].numpy(), weight[:, 1])
 
@@ -145,13 +152,17 @@ def test_arrays_are_not_kept_alive_by_the_checkpoint(name):
     storage_bytes = weakref.ref(array.base)
     del array
     assert storage_bytes() is None  # the memory map or decompressed record is released
-    assert checkpoint[tensor_name].numpy().shape == checkpoint[tensor_name].shape  # read again on demand
+    assert (
+        checkpoint[tensor_name].numpy().shape == checkpoint[tensor_name].shape
+    )  # read again on demand
 
 
 def test_opening_reads_no_tensor_data(tiny_model_dir, monkeypatch):
     loads = []
     original = MappedStorage._load
-    monkeypatch.setattr(MappedStorage, "_load", lambda storage: loads.append(storage.offset) or original(storage))
+    monkeypatch.setattr(
+        MappedStorage, "_load", lambda storage: loads.append(storage.offset) or original(storage)
+    )
     checkpoint = ggml_py.open_checkpoint(tiny_model_dir)
     assert loads == []
     checkpoint["lm_head.bias"].numpy()
@@ -159,7 +170,13 @@ def test_opening_reads_no_tensor_data(tiny_model_dir, monkeypatch):
 
 
 def test_lightning_and_training_checkpoints_are_unwrapped():
-    assert list(ggml_py.open_checkpoint(FIXTURES / "nested_model.pt")) == ["0.weight", "0.bias", "1.weight", "1.bias", "2.weight"]
+    assert list(ggml_py.open_checkpoint(FIXTURES / "nested_model.pt")) == [
+        "0.weight",
+        "0.bias",
+        "1.weight",
+        "1.bias",
+        "2.weight",
+    ]
     assert list(ggml_py.open_checkpoint(FIXTURES / "nested_state_dict.pt")) == list(
         ggml_py.open_checkpoint(FIXTURES / "state_dict_metadata.pt")
     )
@@ -177,7 +194,9 @@ def test_checkpoint_is_a_read_only_mapping():
 def test_folder_prefers_safetensors_like_transformers(tmp_path):
     shutil.copy(FIXTURES / "dtypes.safetensors", tmp_path / "model.safetensors")
     shutil.copy(FIXTURES / "legacy.pt", tmp_path / "pytorch_model.bin")
-    assert sorted(ggml_py.open_checkpoint(tmp_path)) == sorted(expected_tensors("dtypes.safetensors"))
+    assert sorted(ggml_py.open_checkpoint(tmp_path)) == sorted(
+        expected_tensors("dtypes.safetensors")
+    )
     (tmp_path / "model.safetensors").unlink()
     assert list(ggml_py.open_checkpoint(tmp_path)) == list(expected_tensors("legacy.pt"))
 
@@ -185,7 +204,9 @@ def test_folder_prefers_safetensors_like_transformers(tmp_path):
 def test_folder_prefers_safetensors_shards_over_a_single_bin(tmp_path):
     folder = shutil.copytree(FIXTURES / "sharded_safetensors", tmp_path / "model")
     shutil.copy(FIXTURES / "legacy.pt", folder / "pytorch_model.bin")
-    assert sorted(ggml_py.open_checkpoint(folder)) == sorted(expected_tensors("sharded_safetensors"))
+    assert sorted(ggml_py.open_checkpoint(folder)) == sorted(
+        expected_tensors("sharded_safetensors")
+    )
 
 
 def test_missing_shards_are_named(tmp_path):
@@ -195,7 +216,10 @@ def test_missing_shards_are_named(tmp_path):
     with pytest.raises(ggml_py.CheckpointError) as error:
         ggml_py.open_checkpoint(folder)
     assert "pytorch_model.bin.index.json" in str(error.value)
-    assert "missing shard files: pytorch_model-00002-of-00004.bin, pytorch_model-00004-of-00004.bin" in str(error.value)
+    assert (
+        "missing shard files: pytorch_model-00002-of-00004.bin, pytorch_model-00004-of-00004.bin"
+        in str(error.value)
+    )
 
 
 def test_index_naming_a_tensor_its_shard_lacks_is_refused(tmp_path):
@@ -203,7 +227,9 @@ def test_index_naming_a_tensor_its_shard_lacks_is_refused(tmp_path):
     index = json.loads((folder / "model.safetensors.index.json").read_text())
     index["weight_map"]["transformer.extra.weight"] = "model-00001-of-00004.safetensors"
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
-    with pytest.raises(ggml_py.CheckpointError, match="transformer.extra.weight.*model-00001-of-00004"):
+    with pytest.raises(
+        ggml_py.CheckpointError, match="transformer.extra.weight.*model-00001-of-00004"
+    ):
         ggml_py.open_checkpoint(folder)
 
 
@@ -222,7 +248,10 @@ def test_git_lfs_pointer_says_the_weights_were_never_downloaded(tmp_path):
     )
     with pytest.raises(ggml_py.CheckpointError) as error:
         ggml_py.open_checkpoint(tmp_path)
-    assert str(error.value) == f"{pointer}: a Git LFS pointer to a 13210322-byte file, not the weights: run `git lfs pull`"
+    assert (
+        str(error.value)
+        == f"{pointer}: a Git LFS pointer to a 13210322-byte file, not the weights: run `git lfs pull`"
+    )
 
 
 def shipped_model_digests():
@@ -244,5 +273,8 @@ def test_shipped_model_equals_what_torch_reads(tiny_model_dir):
 
 def test_peer_model_equals_what_torch_saved(peer, expected):
     folder = peer / "tiny-gptj" / "hf"
-    assert sum(int(np.prod(shape)) for shape in (d["shape"] for d in shipped_model_digests().values())) == expected["model"]["n_parameters"]
+    assert (
+        sum(int(np.prod(shape)) for shape in (d["shape"] for d in shipped_model_digests().values()))
+        == expected["model"]["n_parameters"]
+    )
     assert_matches_torch_digests(ggml_py.load_state_dict(folder))

@@ -3,6 +3,7 @@
 The payloads are built here: with ``pickle.dumps`` for code-execution attacks (exactly what an
 attacker would upload) and opcode by opcode (tests/torch_pickles.py) for the rest.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -14,11 +15,11 @@ import subprocess
 import zipfile
 
 import pytest
+from conftest import REPO
+from torch_pickles import op_global, op_int, op_str, op_tuple, state_dict, tensor, torch_zip
 
 import ggml_py
-from conftest import REPO
 from ggml_py.checkpoint import _unpickler
-from torch_pickles import op_global, op_int, op_str, op_tuple, state_dict, tensor, torch_zip
 
 FIXTURES = REPO / "tests" / "fixtures" / "checkpoints"
 LEGACY_HEADER = (
@@ -49,7 +50,7 @@ def attacks(marker):
     }
 
 
-def refused(path, match: "str | None" = None) -> ggml_py.CheckpointError:
+def refused(path, match: str | None = None) -> ggml_py.CheckpointError:
     with pytest.raises(ggml_py.CheckpointError, match=match) as error:
         checkpoint = ggml_py.open_checkpoint(path)
         for name in checkpoint:
@@ -66,7 +67,9 @@ def test_the_payloads_are_live(tmp_path):
 
 
 @pytest.mark.parametrize("protocol", [2, 4])
-@pytest.mark.parametrize("attack", ["os.system", "builtins.eval", "builtins.exec", "subprocess.Popen"])
+@pytest.mark.parametrize(
+    "attack", ["os.system", "builtins.eval", "builtins.exec", "subprocess.Popen"]
+)
 def test_code_execution_in_a_zip_archive_is_refused(tmp_path, attack, protocol):
     marker = tmp_path / "pwned"
     payload = pickle.dumps({"weight": attacks(marker)[attack]}, protocol=protocol)
@@ -97,7 +100,9 @@ def test_code_execution_in_the_legacy_magic_number_pickle_is_refused(tmp_path):
 def test_module_persistent_id_is_refused(tmp_path):
     class ModulePickler(pickle.Pickler):
         def persistent_id(self, obj):
-            return ("module", "Net", "net.py", "import os; os.system('id')") if obj == "NET" else None
+            return (
+                ("module", "Net", "net.py", "import os; os.system('id')") if obj == "NET" else None
+            )
 
     buffer = io.BytesIO()
     ModulePickler(buffer, protocol=2).dump({"net": "NET"})
@@ -151,20 +156,29 @@ def test_zero_strides_cannot_expand_beyond_the_file(tmp_path):
 
 
 def test_storage_key_without_a_record_is_refused(tmp_path):
-    torch_zip(tmp_path / "nodata.bin", state_dict({"w": tensor("FloatStorage", "7", 1, (1,), (1,))}), {})
+    torch_zip(
+        tmp_path / "nodata.bin", state_dict({"w": tensor("FloatStorage", "7", 1, (1,), (1,))}), {}
+    )
     refused(tmp_path / "nodata.bin", "storage record archive/data/7 is missing")
 
 
 def test_one_storage_described_with_two_types_is_refused(tmp_path):
     pickle_bytes = state_dict(
-        {"a": tensor("FloatStorage", "0", 2, (2,), (1,)), "b": tensor("IntStorage", "0", 2, (2,), (1,))}
+        {
+            "a": tensor("FloatStorage", "0", 2, (2,), (1,)),
+            "b": tensor("IntStorage", "0", 2, (2,), (1,)),
+        }
     )
     torch_zip(tmp_path / "twice.bin", pickle_bytes, {"0": [b"\x00" * 8]})
     refused(tmp_path / "twice.bin", "described twice")
 
 
 def test_quantized_storages_are_refused(tmp_path):
-    torch_zip(tmp_path / "q.bin", state_dict({"w": tensor("QInt8Storage", "0", 1, (1,), (1,))}), {"0": [b"\x00"]})
+    torch_zip(
+        tmp_path / "q.bin",
+        state_dict({"w": tensor("QInt8Storage", "0", 1, (1,), (1,))}),
+        {"0": [b"\x00"]},
+    )
     refused(tmp_path / "q.bin", "global 'torch.QInt8Storage' is not allowed")
 
 
@@ -217,7 +231,11 @@ def deflated_archive(path, pickle_bytes: bytes, record: bytes) -> None:
 def test_zip_bomb_records_are_refused_before_decompressing(tmp_path):
     claimed = 2**31
     path = tmp_path / "bomb.bin"
-    deflated_archive(path, state_dict({"w": tensor("ByteStorage", "0", claimed, (claimed,), (1,))}), b"\x00" * 1000)
+    deflated_archive(
+        path,
+        state_dict({"w": tensor("ByteStorage", "0", claimed, (claimed,), (1,))}),
+        b"\x00" * 1000,
+    )
     forge_uncompressed_size(path, "archive/data/0", claimed)
     refused(path, rf"archive/data/0 claims {claimed} bytes from \d+ compressed bytes")
 
@@ -225,7 +243,9 @@ def test_zip_bomb_records_are_refused_before_decompressing(tmp_path):
 def test_compressed_pickle_larger_than_the_file_is_refused(tmp_path):
     path = tmp_path / "bomb.bin"
     deflated_archive(path, b"\x80\x02}.", b"")
-    forge_uncompressed_size(path, "archive/data.pkl", 2000)  # within deflate's 1032:1, beyond the file
+    forge_uncompressed_size(
+        path, "archive/data.pkl", 2000
+    )  # within deflate's 1032:1, beyond the file
     refused(path, "archive/data.pkl claims 2000 bytes, more than the whole file")
 
 
@@ -249,7 +269,10 @@ def pickle_in_zip(tmp_path, body: bytes):
 
 
 def test_huge_string_lengths_are_refused(tmp_path):
-    refused(pickle_in_zip(tmp_path, b"X\xf0\xff\xff\xff" + b"a" * 10 + b"."), "string of 4294967280 bytes exceeds")
+    refused(
+        pickle_in_zip(tmp_path, b"X\xf0\xff\xff\xff" + b"a" * 10 + b"."),
+        "string of 4294967280 bytes exceeds",
+    )
     refused(pickle_in_zip(tmp_path, b"X\x00\x00\x10\x00" + b"a" * 10 + b"."), "truncated")
     refused(pickle_in_zip(tmp_path, b"\x8d" + b"\xff" * 8 + b"."), "exceeds the limit")
 
@@ -264,7 +287,10 @@ def test_deep_nesting_is_refused(tmp_path):
 
 def test_deeply_nested_lists_are_harmless(tmp_path):
     depth = 200_000
-    refused(pickle_in_zip(tmp_path, b"]" * depth + b"a" * (depth - 1) + b"."), "holds a list, not a dict")
+    refused(
+        pickle_in_zip(tmp_path, b"]" * depth + b"a" * (depth - 1) + b"."),
+        "holds a list, not a dict",
+    )
 
 
 def test_memo_bomb_is_refused(tmp_path, monkeypatch):
@@ -275,14 +301,28 @@ def test_memo_bomb_is_refused(tmp_path, monkeypatch):
 
 def test_stack_size_counts_every_mark_level(tmp_path, monkeypatch):
     monkeypatch.setattr(_unpickler, "MAX_STACK", 1000)
-    refused(pickle_in_zip(tmp_path, b"N" * 600 + b"(" + b"N" * 600 + b"."), "more than 1000 items on the stack")
+    refused(
+        pickle_in_zip(tmp_path, b"N" * 600 + b"(" + b"N" * 600 + b"."),
+        "more than 1000 items on the stack",
+    )
 
 
 def test_exponential_structures_never_get_hashed_or_walked(tmp_path):
     # Each level is a pair of references to the level below: 2**200 leaves if anything walked it.
     levels = b")" + b"".join(b"q\x000h\x00h\x00\x86" for _ in range(200))
-    refused(pickle_in_zip(tmp_path, b"}" + levels + b"K\x01s."), "dict key a tuple is not a string or number")
-    storage_id = op_tuple([op_str("storage"), op_global("torch", "FloatStorage"), op_str("0"), op_str("cpu"), op_int(1)])
+    refused(
+        pickle_in_zip(tmp_path, b"}" + levels + b"K\x01s."),
+        "dict key a tuple is not a string or number",
+    )
+    storage_id = op_tuple(
+        [
+            op_str("storage"),
+            op_global("torch", "FloatStorage"),
+            op_str("0"),
+            op_str("cpu"),
+            op_int(1),
+        ]
+    )
     rebuild_arguments = [storage_id + b"Q", op_int(0), levels, op_tuple([op_int(1)]), b"\x89", b"}"]
     bomb = op_global("torch._utils", "_rebuild_tensor_v2") + op_tuple(rebuild_arguments) + b"R"
     torch_zip(tmp_path / "shape.bin", state_dict({"w": bomb}), {"0": [b"\x00" * 4]})
@@ -299,11 +339,27 @@ def test_stack_underflow_and_unbalanced_streams_are_refused(tmp_path):
 
 def test_legacy_counts_must_match_the_pickle(tmp_path):
     storage_id = op_tuple(
-        [op_str("storage"), op_global("torch", "FloatStorage"), op_str("140"), op_str("cpu"), op_int(2), b"N"]
+        [
+            op_str("storage"),
+            op_global("torch", "FloatStorage"),
+            op_str("140"),
+            op_str("cpu"),
+            op_int(2),
+            b"N",
+        ]
     )
     tensor_call = (
         op_global("torch._utils", "_rebuild_tensor_v2")
-        + op_tuple([storage_id + b"Q", op_int(0), op_tuple([op_int(2)]), op_tuple([op_int(1)]), b"\x89", b"}"])
+        + op_tuple(
+            [
+                storage_id + b"Q",
+                op_int(0),
+                op_tuple([op_int(2)]),
+                op_tuple([op_int(1)]),
+                b"\x89",
+                b"}",
+            ]
+        )
         + b"R"
     )
     objects = b"\x80\x02}(" + op_str("w") + tensor_call + b"u."
@@ -322,15 +378,41 @@ def test_legacy_counts_must_match_the_pickle(tmp_path):
 def test_legacy_storage_views_read_their_slice(tmp_path):
     # Pre-1.0 torch wrote views as (view key, element offset, element count) of a root storage.
     view = op_tuple([op_str("v1"), op_int(1), op_int(2)])
-    storage_id = op_tuple([op_str("storage"), op_global("torch", "IntStorage"), op_str("9"), op_str("cpu"), op_int(4), view])
+    storage_id = op_tuple(
+        [
+            op_str("storage"),
+            op_global("torch", "IntStorage"),
+            op_str("9"),
+            op_str("cpu"),
+            op_int(4),
+            view,
+        ]
+    )
     tensor_call = (
         op_global("torch._utils", "_rebuild_tensor_v2")
-        + op_tuple([storage_id + b"Q", op_int(0), op_tuple([op_int(2)]), op_tuple([op_int(1)]), b"\x89", b"}"])
+        + op_tuple(
+            [
+                storage_id + b"Q",
+                op_int(0),
+                op_tuple([op_int(2)]),
+                op_tuple([op_int(1)]),
+                b"\x89",
+                b"}",
+            ]
+        )
         + b"R"
     )
     blob = struct.pack("<q", 4) + struct.pack("<4i", 10, 11, 12, 13)
     path = tmp_path / "views.pt"
-    path.write_bytes(LEGACY_HEADER + b"\x80\x02}(" + op_str("w") + tensor_call + b"u." + pickle.dumps(["9"], protocol=2) + blob)
+    path.write_bytes(
+        LEGACY_HEADER
+        + b"\x80\x02}("
+        + op_str("w")
+        + tensor_call
+        + b"u."
+        + pickle.dumps(["9"], protocol=2)
+        + blob
+    )
     assert ggml_py.load_state_dict(path)["w"].tolist() == [11, 12]
 
 
@@ -343,20 +425,53 @@ def safetensors_file(tmp_path, header: bytes, data: bytes = b"", name="bad.safet
 @pytest.mark.parametrize(
     "header, data, match",
     [
-        (b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', b"\x00" * 7, "cover 8 data bytes but the file holds 7"),
-        (b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', b"\x00" * 9, "cover 8 data bytes but the file holds 9"),
-        (b'{"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}', b"\x00" * 8, "8 bytes do not hold F32"),
+        (
+            b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}',
+            b"\x00" * 7,
+            "cover 8 data bytes but the file holds 7",
+        ),
+        (
+            b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}',
+            b"\x00" * 9,
+            "cover 8 data bytes but the file holds 9",
+        ),
+        (
+            b'{"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}',
+            b"\x00" * 8,
+            "8 bytes do not hold F32",
+        ),
         (
             b'{"a": {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]}, '
             b'"b": {"dtype": "F16", "shape": [2], "data_offsets": [2, 6]}}',
             b"\x00" * 6,
             "invalid offset for tensor 'b'",
         ),
-        (b'{"a": {"dtype": "F16", "shape": [1], "data_offsets": [2, 4]}}', b"\x00" * 4, "starts at 2, expected 0"),
-        (b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', b"\x00" * 4, "the name 'a' twice"),
-        (b'{"a": {"dtype": "Q4", "shape": [1], "data_offsets": [0, 1]}}', b"\x00", "dtype 'Q4' is not supported"),
-        (b'{"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}', b"\x00" * 4, "non-negative integers"),
-        (b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}}', b"\x00" * 4, "begin <= end"),
+        (
+            b'{"a": {"dtype": "F16", "shape": [1], "data_offsets": [2, 4]}}',
+            b"\x00" * 4,
+            "starts at 2, expected 0",
+        ),
+        (
+            b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
+            b'"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}',
+            b"\x00" * 4,
+            "the name 'a' twice",
+        ),
+        (
+            b'{"a": {"dtype": "Q4", "shape": [1], "data_offsets": [0, 1]}}',
+            b"\x00",
+            "dtype 'Q4' is not supported",
+        ),
+        (
+            b'{"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}',
+            b"\x00" * 4,
+            "non-negative integers",
+        ),
+        (
+            b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}}',
+            b"\x00" * 4,
+            "begin <= end",
+        ),
         (b'{"__metadata__": {"format": 1}}', b"", "must map strings to strings"),
         (b'{"a": [1, 2', b"", "not valid JSON"),
         (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", b"", "not valid JSON"),

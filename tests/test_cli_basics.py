@@ -1,4 +1,5 @@
 """The command line's shared behaviour: entry points, usage errors, and CI running the README."""
+
 from __future__ import annotations
 
 import re
@@ -9,7 +10,9 @@ from conftest import REPO
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ggml_py", *args], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "ggml_py", *args], capture_output=True, text=True, cwd=REPO
+    )
 
 
 def test_python_dash_m_shows_help():
@@ -32,7 +35,12 @@ def test_ci_runs_the_readme_test_command():
     assert "pytest" in test_command
     ci = subprocess.run(
         ["bash", "-c", "awk '/^```/{n++; next} n==1{print}' README.md | sed -n 2p"],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert ci.stdout.strip() == test_command
-    assert "awk '/^```/{n++; next} n==1{print}' README.md | sed -n 2p" in (REPO / ".ci" / "run").read_text()
+    assert (
+        "awk '/^```/{n++; next} n==1{print}' README.md | sed -n 2p"
+        in (REPO / ".ci" / "run").read_text()
+    )

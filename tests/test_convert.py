@@ -5,12 +5,12 @@ Golden data: ggml's converter and quantizer outputs for the shipped tiny model (
 scripts/make_convert_fixtures.py built from what transformers loads (tests/fixtures/convert).
 Quantized outputs are checked tensor by tensor against the ``gguf`` package's quantizer.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
 import warnings
 from pathlib import Path
 
@@ -20,7 +20,13 @@ import pytest
 
 from ggml_py.checkpoint import open_checkpoint
 from ggml_py.cli import main
-from ggml_py.convert import ConversionWarning, convert_hf, default_outfile, gptj_tensor_names, read_vocab
+from ggml_py.convert import (
+    ConversionWarning,
+    convert_hf,
+    default_outfile,
+    gptj_tensor_names,
+    read_vocab,
+)
 from ggml_py.errors import CheckpointError, TokenizerError
 from ggml_py.formats import open_model
 from ggml_py.formats.quant import QUANTIZED_TYPES, GGMLFileType, GGMLType
@@ -46,7 +52,12 @@ def linked_copy(source: Path, target: Path, skip=()) -> Path:
 @pytest.mark.parametrize("outtype", ALL_TYPES)
 def test_tiny_model_matches_ggml(tiny_model_dir, expected, tmp_path, outtype):
     out = tmp_path / "out.bin"
-    assert main(["convert", str(tiny_model_dir), "--outtype", outtype, "--outfile", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            ["convert", str(tiny_model_dir), "--outtype", outtype, "--outfile", str(out), "--quiet"]
+        )
+        == 0
+    )
     golden = expected["ggml_files"][f"ggml-model-{outtype}.bin"]
     assert (out.stat().st_size, sha256(out)) == (golden["size"], golden["sha256"])
 
@@ -58,13 +69,18 @@ def test_other_shapes_and_containers(tmp_path, folder, outtype):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = convert_hf(FIXTURES / folder, GGMLFileType.parse(outtype), tmp_path / "out.bin")
-    assert (os.path.getsize(out), sha256(out)) == (golden[outtype]["size"], golden[outtype]["sha256"])
+    assert (os.path.getsize(out), sha256(out)) == (
+        golden[outtype]["size"],
+        golden[outtype]["sha256"],
+    )
     padded = golden["n_rows"] > golden["n_tokens"]
     assert [w.category for w in caught] == ([ConversionWarning] if padded else [])
 
 
 def quantized_from_gguf(values: np.ndarray, ggml_type: GGMLType) -> bytes:
-    return gguf.quants.quantize(values.astype(np.float32), gguf.GGMLQuantizationType(int(ggml_type))).tobytes()
+    return gguf.quants.quantize(
+        values.astype(np.float32), gguf.GGMLQuantizationType(int(ggml_type))
+    ).tobytes()
 
 
 @pytest.mark.parametrize("folder", sorted(FIXTURE_EXPECTED))
@@ -73,11 +89,17 @@ def test_quantized_outputs_match_gguf(tmp_path, folder):
     the f16 file's values; f32/bf16 sources: the f32 file's values); the rest is the f32 file's."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConversionWarning)
-        reference = open_model(convert_hf(FIXTURES / folder, GGMLFileType.ALL_F32, tmp_path / "f32.bin"))
-        types = QUANTIZED_TYPES if folder == "e32-h4-l2-torch-zip" else (GGMLType.Q4_0, GGMLType.Q8_0)
+        reference = open_model(
+            convert_hf(FIXTURES / folder, GGMLFileType.ALL_F32, tmp_path / "f32.bin")
+        )
+        types = (
+            QUANTIZED_TYPES if folder == "e32-h4-l2-torch-zip" else (GGMLType.Q4_0, GGMLType.Q8_0)
+        )
         for ggml_type in types:
             file_type = next(t for t in GGMLFileType if t.weight_type is ggml_type)
-            model = open_model(convert_hf(FIXTURES / folder, file_type, tmp_path / f"{ggml_type.short_name}.bin"))
+            model = open_model(
+                convert_hf(FIXTURES / folder, file_type, tmp_path / f"{ggml_type.short_name}.bin")
+            )
             assert model.hparams == reference.hparams._replace(ftype=file_type)
             assert model.vocab == reference.vocab and model.quantization_version == 2
             for name, info in model.tensors.items():
@@ -94,7 +116,15 @@ def test_convert_to_q_equals_convert_f16_then_quantize(tmp_path):
     folder = FIXTURES / "e32-h4-l2-safetensors"  # an f16 checkpoint
     convert_hf(folder, GGMLFileType.MOSTLY_F16, tmp_path / "f16.bin")
     for name in ("q4_1", "q5_0"):
-        main(["quantize", "--quiet", str(tmp_path / "f16.bin"), str(tmp_path / f"via-f16-{name}.bin"), name])
+        main(
+            [
+                "quantize",
+                "--quiet",
+                str(tmp_path / "f16.bin"),
+                str(tmp_path / f"via-f16-{name}.bin"),
+                name,
+            ]
+        )
         convert_hf(folder, GGMLFileType.parse(name), tmp_path / f"direct-{name}.bin")
         assert sha256(tmp_path / f"direct-{name}.bin") == sha256(tmp_path / f"via-f16-{name}.bin")
 
@@ -126,9 +156,15 @@ def test_missing_added_tokens_are_padded_like_gptj(tmp_path, tiny_model_dir, exp
     placeholders are GPT-J's own <|extratoken_N|>, so the file equals ggml's converted one."""
     folder = linked_copy(tiny_model_dir, tmp_path / "hf", skip={"added_tokens.json"})
     assert main(["convert", str(folder), "--quiet"]) == 0
-    assert sha256(folder / "ggml-model-f16.bin") == expected["ggml_files"]["ggml-model-f16.bin"]["sha256"]
+    assert (
+        sha256(folder / "ggml-model-f16.bin")
+        == expected["ggml_files"]["ggml-model-f16.bin"]["sha256"]
+    )
     err = capsys.readouterr().err
-    assert err.startswith("ggml-py: warning: ") and "50257 tokens for 50400 embedding rows; ids 50257..50399" in err
+    assert (
+        err.startswith("ggml-py: warning: ")
+        and "50257 tokens for 50400 embedding rows; ids 50257..50399" in err
+    )
 
 
 def test_added_tokens_go_to_their_ids_in_any_order(tmp_path, tiny_model_dir, expected):
@@ -138,14 +174,19 @@ def test_added_tokens_go_to_their_ids_in_any_order(tmp_path, tiny_model_dir, exp
     assert list(shuffled) != list(added)
     (folder / "added_tokens.json").write_text(json.dumps(shuffled))
     convert_hf(folder, GGMLFileType.MOSTLY_F16)
-    assert sha256(folder / "ggml-model-f16.bin") == expected["ggml_files"]["ggml-model-f16.bin"]["sha256"]
+    assert (
+        sha256(folder / "ggml-model-f16.bin")
+        == expected["ggml_files"]["ggml-model-f16.bin"]["sha256"]
+    )
 
 
 def write_vocab(folder: Path, base: dict, added: dict = None) -> Path:
     folder.mkdir(exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(base, ensure_ascii=False), encoding="utf-8")
     if added is not None:
-        (folder / "added_tokens.json").write_text(json.dumps(added, ensure_ascii=False), encoding="utf-8")
+        (folder / "added_tokens.json").write_text(
+            json.dumps(added, ensure_ascii=False), encoding="utf-8"
+        )
     return folder
 
 
@@ -154,9 +195,13 @@ def test_read_vocab_rules(tmp_path):
     assert read_vocab(folder, 5) == [b"a", b"\n", b" b", "é y".encode(), b"<x>"]
     with pytest.warns(ConversionWarning, match=r"ids 5..6 get placeholder"):
         assert read_vocab(folder, 7)[5:] == [b"<|extratoken_1|>", b"<|extratoken_2|>"]
-    with pytest.warns(ConversionWarning, match=r"1 added tokens have ids beyond the model's 4 rows.*'<x>'"):
+    with pytest.warns(
+        ConversionWarning, match=r"1 added tokens have ids beyond the model's 4 rows.*'<x>'"
+    ):
         assert len(read_vocab(folder, 4)) == 4
-    with pytest.raises(TokenizerError, match=r"vocab.json: token id 2 is beyond the model's 2 embedding rows"):
+    with pytest.raises(
+        TokenizerError, match=r"vocab.json: token id 2 is beyond the model's 2 embedding rows"
+    ):
         read_vocab(folder, 2)
 
 
@@ -164,9 +209,17 @@ def test_read_vocab_rules(tmp_path):
     "base, added, message",
     [
         ({"a": 0, "b": 0}, None, r"vocab.json: tokens 'a' and 'b' share id 0"),
-        ({"a": 0}, {"b": 0}, r"added_tokens.json: token 'b' has id 0, which vocab.json already uses"),
+        (
+            {"a": 0},
+            {"b": 0},
+            r"added_tokens.json: token 'b' has id 0, which vocab.json already uses",
+        ),
         ({"a": -1}, None, r"token 'a' has id -1, not a non-negative integer"),
-        ({"a b": 0}, None, r"vocab.json: token 'a b' has character ' ' outside the byte-level alphabet"),
+        (
+            {"a b": 0},
+            None,
+            r"vocab.json: token 'a b' has character ' ' outside the byte-level alphabet",
+        ),
         (["a"], None, r"is not a JSON object"),
     ],
 )
@@ -192,7 +245,10 @@ def edited_copy(tmp_path: Path, source: Path, **config_changes) -> Path:
         ({"n_head": 5}, "n_embd 32 is not a multiple of n_head 5"),
         ({"rotary_dim": 16}, "rotary_dim 16 does not fit a head of 8"),
         ({"n_layer": 3}, "tensor 'transformer.h.2.ln_1.weight' and 9 more missing"),
-        ({"n_embd": 64, "n_head": 8}, r"'transformer.wte.weight' has shape \[300, 32\], config.json implies \[300, 64\]"),
+        (
+            {"n_embd": 64, "n_head": 8},
+            r"'transformer.wte.weight' has shape \[300, 32\], config.json implies \[300, 64\]",
+        ),
         ({"n_positions": None}, "n_positions must be a positive integer"),
     ],
 )
@@ -223,16 +279,23 @@ def test_interrupted_convert_leaves_nothing(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         convert_hf(folder, GGMLFileType.MOSTLY_F16, progress=interrupt)
-    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in (FIXTURES / "e32-h4-l2-torch-zip").iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        p.name for p in (FIXTURES / "e32-h4-l2-torch-zip").iterdir()
+    )
 
 
 def test_tensor_order_is_state_dict_order(tmp_path):
     names = gptj_tensor_names(2)
     assert len(names) == 25 and names[:4] == [
-        "transformer.wte.weight", "transformer.h.0.ln_1.weight", "transformer.h.0.ln_1.bias",
+        "transformer.wte.weight",
+        "transformer.h.0.ln_1.weight",
+        "transformer.h.0.ln_1.bias",
         "transformer.h.0.attn.k_proj.weight",
     ]
     # safetensors stores its keys sorted by name; the output still follows state_dict order
     folder = FIXTURES / "e32-h4-l2-safetensors"
     assert list(open_checkpoint(folder)) != names
-    assert list(open_model(convert_hf(folder, GGMLFileType.MOSTLY_F16, tmp_path / "out.bin")).tensors) == names
+    assert (
+        list(open_model(convert_hf(folder, GGMLFileType.MOSTLY_F16, tmp_path / "out.bin")).tensors)
+        == names
+    )

@@ -4,6 +4,7 @@ Golden data: the files ggml's converter and quantizer wrote (../shared/peer/tiny
 files must fail with a ModelFileError naming the file and the byte offset, never with another
 exception or an out-of-bounds view.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,12 +19,26 @@ from ggml_py.formats.ggml import TensorRecord, pack_tensor_header, write_ggml
 from ggml_py.formats.quant import GGMLFileType, GGMLType, quantize
 
 PEER_FILES = ["f32", "f16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0"]
-TINY_ORDER = ["transformer.wte.weight"] + [
-    f"transformer.h.{layer}.{suffix}"
-    for layer in range(2)
-    for suffix in ("ln_1.weight", "ln_1.bias", "attn.k_proj.weight", "attn.v_proj.weight", "attn.q_proj.weight",
-                   "attn.out_proj.weight", "mlp.fc_in.weight", "mlp.fc_in.bias", "mlp.fc_out.weight", "mlp.fc_out.bias")
-] + ["transformer.ln_f.weight", "transformer.ln_f.bias", "lm_head.weight", "lm_head.bias"]
+TINY_ORDER = (
+    ["transformer.wte.weight"]
+    + [
+        f"transformer.h.{layer}.{suffix}"
+        for layer in range(2)
+        for suffix in (
+            "ln_1.weight",
+            "ln_1.bias",
+            "attn.k_proj.weight",
+            "attn.v_proj.weight",
+            "attn.q_proj.weight",
+            "attn.out_proj.weight",
+            "mlp.fc_in.weight",
+            "mlp.fc_in.bias",
+            "mlp.fc_out.weight",
+            "mlp.fc_out.bias",
+        )
+    ]
+    + ["transformer.ln_f.weight", "transformer.ln_f.bias", "lm_head.weight", "lm_head.bias"]
+)
 
 
 @pytest.mark.parametrize("kind", PEER_FILES)
@@ -32,10 +47,16 @@ def test_reads_ggml_files(peer, expected, kind):
     header = expected["ggml_files"][path.name]["header"]
     model = open_model(path)
     assert model.format == "ggml" and model.merges is None and model.layer_norm_eps == 1e-5
-    assert model.hparams[:6] == tuple(header[k] for k in ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "n_rot"))
+    assert model.hparams[:6] == tuple(
+        header[k] for k in ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "n_rot")
+    )
     assert model.quantization_version * 1000 + model.hparams.ftype == header["ftype"]
     assert len(model.vocab) == 50400
-    assert model.vocab[50256] == b"<|endoftext|>" and model.vocab[220] == b" " and model.vocab[198] == b"\n"
+    assert (
+        model.vocab[50256] == b"<|endoftext|>"
+        and model.vocab[220] == b" "
+        and model.vocab[198] == b"\n"
+    )
     assert model.vocab[50257] == b"<|extratoken_1|>"
     assert list(model.tensors) == TINY_ORDER
     weight_type = model.hparams.ftype.weight_type
@@ -47,7 +68,9 @@ def test_reads_ggml_files(peer, expected, kind):
     assert model.tensors["transformer.wte.weight"].shape == (50400, 64)
     assert model.tensors["transformer.h.1.mlp.fc_in.weight"].shape == (256, 64)
     # header 32 + count 4 + GPT-J vocabulary 524,893 = 524,929; then the wte record header
-    assert model.tensors["transformer.wte.weight"].offset == 524_929 + 12 + 8 + len("transformer.wte.weight")
+    assert model.tensors["transformer.wte.weight"].offset == 524_929 + 12 + 8 + len(
+        "transformer.wte.weight"
+    )
     assert end == path.stat().st_size
 
 
@@ -56,7 +79,11 @@ def test_f16_file_holds_the_f32_files_values(peer):
     f16 = open_model(peer / "tiny-gptj" / "ggml-model-f16.bin")
     for name, info in f16.tensors.items():
         exact = f32.tensors[name].data.view("<f4")
-        values = info.data.view("<f2").astype(np.float32) if info.type is GGMLType.F16 else info.data.view("<f4")
+        values = (
+            info.data.view("<f2").astype(np.float32)
+            if info.type is GGMLType.F16
+            else info.data.view("<f4")
+        )
         np.testing.assert_array_equal(values, exact)  # the checkpoint is f16: both are exact
 
 
@@ -65,7 +92,9 @@ def test_rewriting_a_read_file_gives_the_same_bytes(peer, tmp_path, kind):
     source = peer / "tiny-gptj" / f"ggml-model-{kind}.bin"
     model = open_model(source)
     records = [TensorRecord(i.name, i.type, i.shape, [i.data]) for i in model.tensors.values()]
-    write_ggml(tmp_path / "copy.bin", model.hparams, model.vocab, records, model.quantization_version)
+    write_ggml(
+        tmp_path / "copy.bin", model.hparams, model.vocab, records, model.quantization_version
+    )
     assert sha256(tmp_path / "copy.bin") == sha256(source)
 
 
@@ -92,7 +121,9 @@ def small_model(tmp_path):
     write_ggml(path, hparams, vocab, records, quantization_version=2)
     model = open_model(path)
     boundaries = [info.offset + info.nbytes for info in model.tensors.values()]
-    first_record = min(info.offset for info in model.tensors.values()) - len(pack_tensor_header("a.weight", GGMLType.Q4_1, (3, 64)))
+    first_record = min(info.offset for info in model.tensors.values()) - len(
+        pack_tensor_header("a.weight", GGMLType.Q4_1, (3, 64))
+    )
     return path, hparams, vocab, arrays, [first_record] + boundaries
 
 

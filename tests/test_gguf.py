@@ -7,6 +7,7 @@ must fail with a ModelFileError naming the file and the byte offset, never anoth
 GPT-J specifics: tensor names against gguf-py's own GPT-J name map, token strings against
 vocab.json, and merges derived from the vocabulary against GPT-2's merges.txt.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,16 +73,23 @@ def sample_tensors():
     rng = np.random.default_rng(5)
     f32 = rng.standard_normal((3, 5)).astype(np.float32)
     f16 = rng.standard_normal(7).astype(np.float16)
-    tensors = [("f32.weight", GGMLType.F32, f32.shape, f32), ("f16.bias", GGMLType.F16, f16.shape, f16)]
+    tensors = [
+        ("f32.weight", GGMLType.F32, f32.shape, f32),
+        ("f16.bias", GGMLType.F16, f16.shape, f16),
+    ]
     for ggml_type in (GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0):
         rows = rng.standard_normal((2, 64)).astype(np.float32)
-        tensors.append((f"{ggml_type.short_name}.weight", ggml_type, rows.shape, quantize(rows, ggml_type)))
+        tensors.append(
+            (f"{ggml_type.short_name}.weight", ggml_type, rows.shape, quantize(rows, ggml_type))
+        )
     return tensors
 
 
 def write_ours(path: Path, fields=FIELDS, tensors=None) -> Path:
     tensors = sample_tensors() if tensors is None else tensors
-    records = [TensorRecord(name, ggml_type, shape, [data]) for name, ggml_type, shape, data in tensors]
+    records = [
+        TensorRecord(name, ggml_type, shape, [data]) for name, ggml_type, shape, data in tensors
+    ]
     with open(path, "wb") as out:
         write_gguf(out, fields, records, path=path)
     return path
@@ -94,11 +102,17 @@ def write_theirs(path: Path, fields=WRITABLE_BY_GGUF_PY, tensors=None, alignment
         writer.add_custom_alignment(alignment)
     for field in fields[1:]:
         value = field.value.tolist() if isinstance(field.value, np.ndarray) else field.value
-        writer.add_key_value(field.key, value, gguf_py.GGUFValueType(field.type),
-                             None if field.element_type is None else gguf_py.GGUFValueType(field.element_type))
+        writer.add_key_value(
+            field.key,
+            value,
+            gguf_py.GGUFValueType(field.type),
+            None if field.element_type is None else gguf_py.GGUFValueType(field.element_type),
+        )
     for name, ggml_type, _, data in tensors:
         quantized = data.dtype == np.uint8
-        writer.add_tensor(name, data, raw_dtype=gguf_py.GGMLQuantizationType(ggml_type) if quantized else None)
+        writer.add_tensor(
+            name, data, raw_dtype=gguf_py.GGMLQuantizationType(ggml_type) if quantized else None
+        )
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -120,7 +134,9 @@ def test_gguf_py_reads_every_value_type_we_write(tmp_path):
     assert reader.fields["GGUF.version"].contents() == 3
     for field in FIELDS:
         theirs = reader.fields[field.key]
-        expected_types = [field.type] + ([field.element_type] if field.element_type is not None else [])
+        expected_types = [field.type] + (
+            [field.element_type] if field.element_type is not None else []
+        )
         if field.type is V.ARRAY and len(field.value) == 0:
             expected_types = [V.ARRAY]  # gguf-py records no element type for an empty array
         assert [int(t) for t in theirs.types] == [int(t) for t in expected_types], field.key
@@ -132,7 +148,7 @@ def test_gguf_py_reads_every_tensor_type_we_write(tmp_path):
     tensors = sample_tensors()
     reader = gguf_py.GGUFReader(write_ours(tmp_path / "t.gguf", tensors=tensors))
     assert [t.name for t in reader.tensors] == [name for name, *_ in tensors]
-    for theirs, (name, ggml_type, shape, data) in zip(reader.tensors, tensors):
+    for theirs, (_, ggml_type, shape, data) in zip(reader.tensors, tensors):
         assert int(theirs.tensor_type) == int(ggml_type)
         assert list(theirs.shape) == list(reversed(shape))  # gguf-py reports ne order
         assert theirs.data.tobytes() == data.tobytes()
@@ -141,13 +157,17 @@ def test_gguf_py_reads_every_tensor_type_we_write(tmp_path):
     for theirs in reader.tensors:
         assert theirs.data_offset - reader.data_offset == running
         running += -(-theirs.n_bytes // 32) * 32
-    assert (tmp_path / "t.gguf").stat().st_size == reader.data_offset + running  # padded at the end too
+    assert (
+        tmp_path / "t.gguf"
+    ).stat().st_size == reader.data_offset + running  # padded at the end too
 
 
 @pytest.mark.parametrize("with_tensors", [True, False])
 def test_bytes_equal_gguf_py_writer(tmp_path, with_tensors):
     tensors = None if with_tensors else []
-    ours = write_ours(tmp_path / "ours.gguf", fields=WRITABLE_BY_GGUF_PY, tensors=tensors).read_bytes()
+    ours = write_ours(
+        tmp_path / "ours.gguf", fields=WRITABLE_BY_GGUF_PY, tensors=tensors
+    ).read_bytes()
     theirs = write_theirs(tmp_path / "theirs.gguf", tensors=tensors).read_bytes()
     assert ours == theirs
 
@@ -165,13 +185,21 @@ def test_reads_gguf_py_files(tmp_path, alignment):
         if key == "general.alignment":
             assert (field.type, field.value) == (V.UINT32, alignment)
             continue
-        assert (field.type, field.element_type) == (expected_fields[key].type, expected_fields[key].element_type)
+        assert (field.type, field.element_type) == (
+            expected_fields[key].type,
+            expected_fields[key].element_type,
+        )
         assert_same_value(field.value, expected_fields[key].value)
     assert ours.fields["t.f32"].value == 0.1  # float32 values come back as their shortest decimal
     assert list(ours.tensors) == [name for name, *_ in tensors]
     for (name, ggml_type, shape, data), theirs in zip(tensors, reference.tensors):
         info = ours.tensors[name]
-        assert (info.type, info.shape, info.offset, info.nbytes) == (ggml_type, shape, theirs.data_offset, data.nbytes)
+        assert (info.type, info.shape, info.offset, info.nbytes) == (
+            ggml_type,
+            shape,
+            theirs.data_offset,
+            data.nbytes,
+        )
         assert info.data.tobytes() == data.tobytes() and not info.data.flags.writeable
 
 
@@ -193,7 +221,12 @@ def tensor_info(name, ne, ggml_type: int, offset: int) -> bytes:
 
 
 def gguf_bytes(kvs=(), infos=(), data=b"", version=3, alignment=32) -> bytes:
-    head = b"GGUF" + struct.pack("<IQQ", version, len(infos), len(kvs)) + b"".join(kvs) + b"".join(infos)
+    head = (
+        b"GGUF"
+        + struct.pack("<IQQ", version, len(infos), len(kvs))
+        + b"".join(kvs)
+        + b"".join(infos)
+    )
     return head + bytes(-len(head) % alignment) + data
 
 
@@ -213,22 +246,71 @@ DAMAGED = [
     (gguf_bytes([kv("k", 13, b"")]), "value type of 'k' is 13, not a GGUF value type", 33),
     (gguf_bytes([kv("k", 9, struct.pack("<IQ", 9, 1))]), "array of arrays", 37),
     (gguf_bytes([kv("k", 9, struct.pack("<IQ", 4, 2**40))]), "claims 1099511627776 elements", 41),
-    (gguf_bytes([kv("k", 9, struct.pack("<IQ", 8, 2) + gguf_string("a") + struct.pack("<Q", 99))]),
-     "value of 'k'[1] needs 99 bytes", 66),
+    (
+        gguf_bytes(
+            [kv("k", 9, struct.pack("<IQ", 8, 2) + gguf_string("a") + struct.pack("<Q", 99))]
+        ),
+        "value of 'k'[1] needs 99 bytes",
+        66,
+    ),
     (gguf_bytes([kv("k", 7, b"\x02")]), "'k' is a BOOL with value 2", 37),
-    (gguf_bytes([kv("k", 9, struct.pack("<IQ", 7, 2) + b"\x01\x05")]), "value of 'k'[1] is a BOOL with value 5", 50),
-    (gguf_bytes([kv("general.alignment", 5, struct.pack("<i", 32))]), "general.alignment has type INT32, expected UINT32", None),
-    (gguf_bytes([kv("general.alignment", 4, struct.pack("<I", 48))]), "general.alignment 48 is not a power of two", None),
-    (gguf_bytes([ARCH], [ONE_F32, tensor_info("x", [8], 0, 32)], DATA_32 * 2), "duplicate tensor name 'x'", None),
+    (
+        gguf_bytes([kv("k", 9, struct.pack("<IQ", 7, 2) + b"\x01\x05")]),
+        "value of 'k'[1] is a BOOL with value 5",
+        50,
+    ),
+    (
+        gguf_bytes([kv("general.alignment", 5, struct.pack("<i", 32))]),
+        "general.alignment has type INT32, expected UINT32",
+        None,
+    ),
+    (
+        gguf_bytes([kv("general.alignment", 4, struct.pack("<I", 48))]),
+        "general.alignment 48 is not a power of two",
+        None,
+    ),
+    (
+        gguf_bytes([ARCH], [ONE_F32, tensor_info("x", [8], 0, 32)], DATA_32 * 2),
+        "duplicate tensor name 'x'",
+        None,
+    ),
     (gguf_bytes([ARCH], [tensor_info("x" * 64, [8], 0, 0)], DATA_32), "longer than 63 bytes", None),
-    (gguf_bytes([ARCH], [tensor_info("x", [1, 1, 1, 1, 8], 0, 0)], DATA_32), "has 5 dimensions", None),
+    (
+        gguf_bytes([ARCH], [tensor_info("x", [1, 1, 1, 1, 8], 0, 0)], DATA_32),
+        "has 5 dimensions",
+        None,
+    ),
     (gguf_bytes([ARCH], [tensor_info("x", [2**63], 0, 0)], DATA_32), "negative dimension", None),
-    (gguf_bytes([ARCH], [tensor_info("x", [256], 12, 0)], DATA_32 * 5), "unsupported ggml type 12", None),
-    (gguf_bytes([ARCH], [tensor_info("x", [16], 8, 0)], DATA_32), "row length 16 is not a multiple of the Q8_0 block", None),
-    (gguf_bytes([ARCH], [tensor_info("x", [8], 0, 32)], DATA_32 * 2), "has data offset 32, expected 0", None),
-    (gguf_bytes([ARCH], [ONE_F32, tensor_info("y", [8], 0, 64)], DATA_32 * 3), "'y' has data offset 64, expected 32", None),
-    (gguf_bytes([ARCH], [tensor_info("x", [9], 0, 0)], bytes(36)), "before the padding after the last tensor", None),
-    (gguf_bytes([ARCH], [tensor_info("x", [64], 0, 0)], DATA_32), "tensor 'x' (256 bytes at byte", None),
+    (
+        gguf_bytes([ARCH], [tensor_info("x", [256], 12, 0)], DATA_32 * 5),
+        "unsupported ggml type 12",
+        None,
+    ),
+    (
+        gguf_bytes([ARCH], [tensor_info("x", [16], 8, 0)], DATA_32),
+        "row length 16 is not a multiple of the Q8_0 block",
+        None,
+    ),
+    (
+        gguf_bytes([ARCH], [tensor_info("x", [8], 0, 32)], DATA_32 * 2),
+        "has data offset 32, expected 0",
+        None,
+    ),
+    (
+        gguf_bytes([ARCH], [ONE_F32, tensor_info("y", [8], 0, 64)], DATA_32 * 3),
+        "'y' has data offset 64, expected 32",
+        None,
+    ),
+    (
+        gguf_bytes([ARCH], [tensor_info("x", [9], 0, 0)], bytes(36)),
+        "before the padding after the last tensor",
+        None,
+    ),
+    (
+        gguf_bytes([ARCH], [tensor_info("x", [64], 0, 0)], DATA_32),
+        "tensor 'x' (256 bytes at byte",
+        None,
+    ),
 ]
 
 
@@ -246,17 +328,25 @@ def test_damaged_files_name_file_and_offset(tmp_path, data, message, offset):
 
 def test_valid_variants_of_the_damaged_files_are_accepted(tmp_path):
     """The fixtures above are right except for the one damage: the undamaged forms parse."""
-    good = gguf_bytes([ARCH, kv("general.alignment", 4, struct.pack("<I", 64))],
-                      [ONE_F32, tensor_info("y", [32], 8, 64)], DATA_32 * 2 + bytes(34) + bytes(30), alignment=64)
+    good = gguf_bytes(
+        [ARCH, kv("general.alignment", 4, struct.pack("<I", 64))],
+        [ONE_F32, tensor_info("y", [32], 8, 64)],
+        DATA_32 * 2 + bytes(34) + bytes(30),
+        alignment=64,
+    )
     path = tmp_path / "good.gguf"
     path.write_bytes(good)
     reader = GGUFReader(path)
     assert reader.alignment == 64 and [t.shape for t in reader.tensors.values()] == [(8,), (32,)]
-    assert reader.tensors["y"].offset == reader.data_offset + 64 and reader.tensors["y"].nbytes == 34
+    assert (
+        reader.tensors["y"].offset == reader.data_offset + 64 and reader.tensors["y"].nbytes == 34
+    )
 
 
 def test_every_truncation_is_reported(tmp_path):
-    data = write_ours(tmp_path / "full.gguf", fields=SCALARS[:3] + ARRAYS[:2], tensors=sample_tensors()[:3]).read_bytes()
+    data = write_ours(
+        tmp_path / "full.gguf", fields=SCALARS[:3] + ARRAYS[:2], tensors=sample_tensors()[:3]
+    ).read_bytes()
     path = tmp_path / "cut.gguf"
     for length in range(len(data)):
         path.write_bytes(data[:length])
@@ -266,11 +356,15 @@ def test_every_truncation_is_reported(tmp_path):
         assert caught.value.offset is None or caught.value.offset <= length
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(position=st.integers(min_value=0), value=st.integers(min_value=0, max_value=255))
 def test_any_corrupted_byte_parses_or_raises_model_file_error(tmp_path, position, value):
     path = tmp_path / "fuzz.gguf"
-    data = bytearray(write_ours(path, fields=SCALARS[:3] + ARRAYS[:2], tensors=sample_tensors()[:3]).read_bytes())
+    data = bytearray(
+        write_ours(path, fields=SCALARS[:3] + ARRAYS[:2], tensors=sample_tensors()[:3]).read_bytes()
+    )
     data[position % len(data)] = value
     path.write_bytes(bytes(data))
     try:
@@ -298,12 +392,28 @@ def test_any_corrupted_byte_parses_or_raises_model_file_error(tmp_path, position
         ([GGUFField("t.a", V.ARRAY, [[1]], V.ARRAY)], [], "needs a non-array element type"),
         ([GGUFField("t.a", V.ARRAY, [1, 2**31], V.INT32)], [], "outside the INT32 range"),
         ([GGUFField("kéy", V.UINT8, 1)], [], "must be 1 to 65535 ASCII characters"),
-        ([GGUFField("general.alignment", V.UINT32, 24)], [], "general.alignment 24 is not a power of two"),
+        (
+            [GGUFField("general.alignment", V.UINT32, 24)],
+            [],
+            "general.alignment 24 is not a power of two",
+        ),
         ([], [TensorRecord("x" * 64, GGMLType.F32, (1,), [b"\0" * 4])], "longer than 63 bytes"),
         ([], [TensorRecord("x", GGMLType.F32, (1,), [b"\0" * 4])] * 2, "duplicate tensor name 'x'"),
-        ([], [TensorRecord("x", GGMLType.Q8_0, (2, 16), [b""])], "not a multiple of the q8_0 block size"),
-        ([], [TensorRecord("x", GGMLType.F32, (2,), [b"\0" * 4])], "got 4 bytes of data, expected 8"),
-        ([], [TensorRecord("x", GGMLType.F32, (1,), [b"\0" * 4, b"\0"])], "got 5 bytes of data, expected 4"),
+        (
+            [],
+            [TensorRecord("x", GGMLType.Q8_0, (2, 16), [b""])],
+            "not a multiple of the q8_0 block size",
+        ),
+        (
+            [],
+            [TensorRecord("x", GGMLType.F32, (2,), [b"\0" * 4])],
+            "got 4 bytes of data, expected 8",
+        ),
+        (
+            [],
+            [TensorRecord("x", GGMLType.F32, (1,), [b"\0" * 4, b"\0"])],
+            "got 5 bytes of data, expected 4",
+        ),
     ],
 )
 def test_writer_rejects_what_readers_would_refuse(tmp_path, fields, records, message):
@@ -314,10 +424,14 @@ def test_writer_rejects_what_readers_would_refuse(tmp_path, fields, records, mes
 def test_writer_streams_chunks_and_reports_progress(tmp_path):
     data = np.arange(40, dtype=np.float32)
     calls = []
-    records = [TensorRecord("a", GGMLType.F32, (4, 10), [data[:20], data[20:].tobytes()]),
-               TensorRecord("b", GGMLType.F32, (2,), [data[:2]])]
+    records = [
+        TensorRecord("a", GGMLType.F32, (4, 10), [data[:20], data[20:].tobytes()]),
+        TensorRecord("b", GGMLType.F32, (2,), [data[:2]]),
+    ]
     with open(tmp_path / "s.gguf", "wb") as out:
-        write_gguf(out, [SCALARS[0]], records, path="s.gguf", progress=lambda *call: calls.append(call))
+        write_gguf(
+            out, [SCALARS[0]], records, path="s.gguf", progress=lambda *call: calls.append(call)
+        )
     assert calls == [("a", 80, 168), ("a", 160, 168), ("b", 168, 168)]
     reader = gguf_py.GGUFReader(tmp_path / "s.gguf")
     np.testing.assert_array_equal(reader.tensors[0].data, data.reshape(4, 10))
@@ -336,19 +450,33 @@ def test_tensor_names_match_gguf_py_gptj_map():
         assert gguf_tensor_name(hf_name) == expected, hf_name
         assert hf_tensor_name(expected) == hf_name
     # exactly gguf-py's GPT-J tensor list, nothing more
-    gptj_tensors = {gguf_py.TENSOR_NAMES[t].format(bid=0) for t in gguf_py.MODEL_TENSORS[gguf_py.MODEL_ARCH.GPTJ]}
-    assert {gguf_tensor_name(name).rsplit(".", 1)[0] for name in gptj_tensor_names(1)} == gptj_tensors
+    gptj_tensors = {
+        gguf_py.TENSOR_NAMES[t].format(bid=0)
+        for t in gguf_py.MODEL_TENSORS[gguf_py.MODEL_ARCH.GPTJ]
+    }
+    assert {
+        gguf_tensor_name(name).rsplit(".", 1)[0] for name in gptj_tensor_names(1)
+    } == gptj_tensors
 
 
 @pytest.mark.parametrize(
-    "name", ["transformer.h.0.attn.masked_bias", "transformer.h.01.ln_1.weight", "transformer.wpe.weight",
-             "lm_head.scale", "blk.0.attn_q.weight", ""],
+    "name",
+    [
+        "transformer.h.0.attn.masked_bias",
+        "transformer.h.01.ln_1.weight",
+        "transformer.wpe.weight",
+        "lm_head.scale",
+        "blk.0.attn_q.weight",
+        "",
+    ],
 )
 def test_names_outside_gptj_have_no_gguf_name(name):
     assert gguf_tensor_name(name) is None
 
 
-@pytest.mark.parametrize("name", ["blk.0.ffn_gate.weight", "blk.x.attn_q.weight", "token_embd", "output.scale"])
+@pytest.mark.parametrize(
+    "name", ["blk.0.ffn_gate.weight", "blk.x.attn_q.weight", "token_embd", "output.scale"]
+)
 def test_gguf_names_outside_gptj_have_no_hf_name(name):
     assert hf_tensor_name(name) is None
 

@@ -7,6 +7,7 @@ Hugging Face's tokenizer produced (expected.json). The ``gguf`` package's reader
 file's metadata and tensors; the expected key set, value types and values come from llama.cpp's
 conventions (see ../shared/reference/gguf-gptj.md), not from our writer.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,11 @@ import os
 from pathlib import Path
 
 import gguf as gguf_py
-import ggml_py
 import numpy as np
 import pytest
+from test_gguf import vocab_json_tokens
 
+import ggml_py
 from ggml_py.cli import main
 from ggml_py.convert import convert_hf, convert_to_gguf
 from ggml_py.errors import ModelFileError, TokenizerError
@@ -26,7 +28,6 @@ from ggml_py.formats.ggml import TensorRecord
 from ggml_py.formats.gguf import GGUFField, GGUFReader, GGUFValueType, gptj_fields, write_gguf
 from ggml_py.formats.quant import GGMLFileType, GGMLType
 from ggml_py.sampling import Sampler, SamplingSettings
-from test_gguf import vocab_json_tokens
 
 KINDS = ["f32", "f16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0"]
 # llama.cpp's general.file_type for each type (gguf-gptj.md section 5, quantization.md 5.1)
@@ -70,7 +71,10 @@ def expected_fields(expected: dict, kind: str, gpt2_tokens) -> dict:
         "gptj.block_count": (["UINT32"], config["n_layer"]),
         "gptj.feed_forward_length": (["UINT32"], 4 * config["n_embd"]),
         "gptj.attention.head_count": (["UINT32"], config["n_head"]),
-        "gptj.attention.layer_norm_epsilon": (["FLOAT32"], pytest.approx(config["layer_norm_epsilon"])),
+        "gptj.attention.layer_norm_epsilon": (
+            ["FLOAT32"],
+            pytest.approx(config["layer_norm_epsilon"]),
+        ),
         "gptj.rope.dimension_count": (["UINT32"], config["rotary_dim"]),
         "gptj.rope.freq_base": (["FLOAT32"], 10000.0),
         "gptj.vocab_size": (["UINT32"], config["vocab_size"]),
@@ -100,8 +104,11 @@ def metadata(reader: gguf_py.GGUFReader) -> dict:
 def our_metadata(reader: GGUFReader) -> dict:
     """``metadata`` through our reader, which is fast (gguf-py takes seconds per 100k strings)."""
     return {
-        key: ([field.type.name] + ([field.element_type.name] if field.element_type is not None else []),
-              field.value.tolist() if isinstance(field.value, np.ndarray) else field.value)
+        key: (
+            [field.type.name]
+            + ([field.element_type.name] if field.element_type is not None else []),
+            field.value.tolist() if isinstance(field.value, np.ndarray) else field.value,
+        )
         for key, field in reader.fields.items()
     }
 
@@ -121,7 +128,9 @@ def test_each_converted_legacy_file(peer, expected, from_legacy, gpt2_tokens, ki
     reader = GGUFReader(from_legacy[kind])
     assert reader.version == 3
     assert our_metadata(reader) == expected_fields(expected, kind, gpt2_tokens)
-    assert_tensors_repacked(reader_as_gguf_py(reader), open_model(legacy_path(peer, kind)), kind, from_legacy[kind])
+    assert_tensors_repacked(
+        reader_as_gguf_py(reader), open_model(legacy_path(peer, kind)), kind, from_legacy[kind]
+    )
 
 
 def reader_as_gguf_py(reader: GGUFReader):
@@ -129,8 +138,14 @@ def reader_as_gguf_py(reader: GGUFReader):
     from types import SimpleNamespace
 
     tensors = [
-        SimpleNamespace(name=name, shape=np.array(info.shape[::-1]), tensor_type=int(info.type), data=info.data,
-                        data_offset=info.offset, n_bytes=info.nbytes)
+        SimpleNamespace(
+            name=name,
+            shape=np.array(info.shape[::-1]),
+            tensor_type=int(info.type),
+            data=info.data,
+            data_offset=info.offset,
+            n_bytes=info.nbytes,
+        )
         for name, info in reader.tensors.items()
     ]
     return SimpleNamespace(tensors=tensors, data_offset=reader.data_offset)
@@ -145,7 +160,9 @@ def assert_tensors_repacked(reader, legacy, kind: str, path: Path) -> None:
     for theirs, info in zip(reader.tensors, legacy.tensors.values()):
         assert list(theirs.shape) == list(reversed(info.shape))
         assert int(theirs.tensor_type) == int(info.type)
-        expected_type = GGMLFileType(FILE_TYPE[kind]).weight_type if len(info.shape) == 2 else GGMLType.F32
+        expected_type = (
+            GGMLFileType(FILE_TYPE[kind]).weight_type if len(info.shape) == 2 else GGMLType.F32
+        )
         assert info.type is expected_type
         assert theirs.data.tobytes() == info.data.tobytes()  # repacked, not requantized
         assert theirs.data_offset == reader.data_offset + running
@@ -164,28 +181,43 @@ def test_open_model_reads_gguf_like_its_legacy_source(peer, from_legacy, kind):
     assert model.vocab == legacy.vocab
     assert list(model.tensors) == list(legacy.tensors)
     for name, info in model.tensors.items():
-        assert (info.name, info.type, info.shape, info.nbytes) == (name, legacy.tensors[name].type,
-                                                                   legacy.tensors[name].shape, legacy.tensors[name].nbytes)
-        assert np.array_equal(info.data, legacy.tensors[name].data) and not info.data.flags.writeable
+        assert (info.name, info.type, info.shape, info.nbytes) == (
+            name,
+            legacy.tensors[name].type,
+            legacy.tensors[name].shape,
+            legacy.tensors[name].nbytes,
+        )
+        assert (
+            np.array_equal(info.data, legacy.tensors[name].data) and not info.data.flags.writeable
+        )
 
 
 def test_merges_read_back_as_gpt2_merges(from_legacy, gpt2_tokens):
     from ggml_py.tokenizer import token_to_bytes
 
     merges = open_model(from_legacy["q8_0"]).merges
-    assert merges == [tuple(token_to_bytes(part) for part in line.split(" ")) for line in gpt2_tokens[1]]
+    assert merges == [
+        tuple(token_to_bytes(part) for part in line.split(" ")) for line in gpt2_tokens[1]
+    ]
 
 
 @pytest.mark.parametrize("kind", ["f32", "f16", "q4_1", "q8_0"])
 def test_hf_to_gguf_equals_ggml_conversion_to_gguf(tmp_path, tiny_model_dir, from_legacy, kind):
     """HF folder -> GGUF holds exactly the tensors of ggml's own legacy file of that type
     (converted to GGUF), and the same metadata apart from the model name."""
-    direct = convert_hf(tiny_model_dir, GGMLFileType(FILE_TYPE[kind]), tmp_path / "direct.gguf", file_format="gguf")
+    direct = convert_hf(
+        tiny_model_dir, GGMLFileType(FILE_TYPE[kind]), tmp_path / "direct.gguf", file_format="gguf"
+    )
     ours, via_ggml = GGUFReader(direct), GGUFReader(from_legacy[kind])
     assert ours.fields["general.name"].value == "tiny-gptj"
-    assert {k: v for k, v in our_metadata(ours).items() if k != "general.name"} == our_metadata(via_ggml)
-    assert [(t.name, t.type, t.shape, t.offset - ours.data_offset) for t in ours.tensors.values()] == [
-        (t.name, t.type, t.shape, t.offset - via_ggml.data_offset) for t in via_ggml.tensors.values()
+    assert {k: v for k, v in our_metadata(ours).items() if k != "general.name"} == our_metadata(
+        via_ggml
+    )
+    assert [
+        (t.name, t.type, t.shape, t.offset - ours.data_offset) for t in ours.tensors.values()
+    ] == [
+        (t.name, t.type, t.shape, t.offset - via_ggml.data_offset)
+        for t in via_ggml.tensors.values()
     ]
     for mine, theirs in zip(ours.tensors.values(), via_ggml.tensors.values()):
         assert np.array_equal(mine.data, theirs.data), mine.name
@@ -193,11 +225,18 @@ def test_hf_to_gguf_equals_ggml_conversion_to_gguf(tmp_path, tiny_model_dir, fro
 
 def test_hf_to_gguf_equals_hf_to_legacy_to_gguf(tmp_path, tiny_model_dir):
     file_type = GGMLFileType.MOSTLY_Q5_1
-    direct = open_model(convert_hf(tiny_model_dir, file_type, tmp_path / "direct.gguf", file_format="gguf"))
+    direct = open_model(
+        convert_hf(tiny_model_dir, file_type, tmp_path / "direct.gguf", file_format="gguf")
+    )
     legacy = convert_hf(tiny_model_dir, file_type, tmp_path / "legacy.bin")
     convert_to_gguf(legacy, tmp_path / "via.gguf")
     via = open_model(tmp_path / "via.gguf")
-    assert (direct.hparams, direct.vocab, direct.merges, direct.layer_norm_eps) == (via.hparams, via.vocab, via.merges, via.layer_norm_eps)
+    assert (direct.hparams, direct.vocab, direct.merges, direct.layer_norm_eps) == (
+        via.hparams,
+        via.vocab,
+        via.merges,
+        via.layer_norm_eps,
+    )
     assert [(i.name, i.type, i.shape, i.data.tobytes()) for i in direct.tensors.values()] == [
         (i.name, i.type, i.shape, i.data.tobytes()) for i in via.tensors.values()
     ]
@@ -213,7 +252,9 @@ def test_gguf_runs_exactly_like_its_legacy_source(peer, expected, from_legacy, k
     prompt = expected["prompts"][1 + KINDS.index(kind) % 3]
     assert converted.tokenizer.encode(prompt["text"]) == prompt["hf_prompt_ids"]
     decoded = list(converted.generate_ids(prompt["hf_prompt_ids"], 24, Sampler(greedy, seed=1)))
-    assert decoded == list(legacy.generate_ids(prompt["hf_prompt_ids"], 24, Sampler(greedy, seed=1)))
+    assert decoded == list(
+        legacy.generate_ids(prompt["hf_prompt_ids"], 24, Sampler(greedy, seed=1))
+    )
     assert len(decoded) == 24
 
 
@@ -230,17 +271,36 @@ def test_cli_converts_a_legacy_file_next_to_it(peer, tmp_path, from_legacy):
 
 def test_cli_vocab_dir_merges_equal_derived_merges(peer, tmp_path, tiny_model_dir, from_legacy):
     out = tmp_path / "v.gguf"
-    assert main(["convert", str(legacy_path(peer, "f16")), "--format", "gguf", "--vocab-dir", str(tiny_model_dir),
-                 "--outfile", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(legacy_path(peer, "f16")),
+                "--format",
+                "gguf",
+                "--vocab-dir",
+                str(tiny_model_dir),
+                "--outfile",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert out.read_bytes() == from_legacy["f16"].read_bytes()
 
 
 def test_vocab_dir_merges_must_fit_the_vocabulary(peer, tmp_path):
     (tmp_path / "merges.txt").write_text("#version: 0.2\nĠ t\nq z\n", encoding="utf-8")
-    with pytest.raises(TokenizerError, match=r"merges.txt: merge 1 forms b'qz', which is not in the model's vocabulary"):
+    with pytest.raises(
+        TokenizerError,
+        match=r"merges.txt: merge 1 forms b'qz', which is not in the model's vocabulary",
+    ):
         convert_to_gguf(legacy_path(peer, "q8_0"), tmp_path / "out.gguf", vocab_dir=tmp_path)
     with pytest.raises(TokenizerError, match="no merges.txt"):
-        convert_to_gguf(legacy_path(peer, "q8_0"), tmp_path / "out.gguf", vocab_dir=tmp_path / "missing")
+        convert_to_gguf(
+            legacy_path(peer, "q8_0"), tmp_path / "out.gguf", vocab_dir=tmp_path / "missing"
+        )
     assert not (tmp_path / "out.gguf").exists()
 
 
@@ -267,7 +327,10 @@ def test_cli_converts_the_hf_folder_to_gguf(tmp_path, tiny_model_dir):
     assert main(["convert", str(folder), "--format", "gguf", "--quiet"]) == 0
     model = open_model(folder / "ggml-model-f16.gguf")
     assert model.format == "gguf" and model.hparams.ftype is GGMLFileType.MOSTLY_F16
-    assert main(["convert", str(folder), "--format", "gguf", "--vocab-dir", str(folder), "--quiet"]) == 1
+    assert (
+        main(["convert", str(folder), "--format", "gguf", "--vocab-dir", str(folder), "--quiet"])
+        == 1
+    )
 
 
 def test_hf_folder_without_merges_txt_derives_them(tmp_path, tiny_model_dir, gpt2_tokens):
@@ -280,8 +343,12 @@ def test_hf_folder_without_merges_txt_derives_them(tmp_path, tiny_model_dir, gpt
         if item.name != "merges.txt":
             (folder / item.name).symlink_to(item)
     with pytest.warns(ConversionWarning, match="no merges.txt, the merges are derived"):
-        derived = convert_hf(folder, GGMLFileType.MOSTLY_F16, tmp_path / "d.gguf", file_format="gguf")
-    assert open_model(derived).merges == [tuple(token_to_bytes(part) for part in line.split(" ")) for line in gpt2_tokens[1]]
+        derived = convert_hf(
+            folder, GGMLFileType.MOSTLY_F16, tmp_path / "d.gguf", file_format="gguf"
+        )
+    assert open_model(derived).merges == [
+        tuple(token_to_bytes(part) for part in line.split(" ")) for line in gpt2_tokens[1]
+    ]
 
 
 def test_gguf_keeps_an_epsilon_the_legacy_format_cannot(tmp_path, tiny_model_dir):
@@ -292,7 +359,9 @@ def test_gguf_keeps_an_epsilon_the_legacy_format_cannot(tmp_path, tiny_model_dir
             (folder / item.name).symlink_to(item)
     config = json.loads((tiny_model_dir / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "layer_norm_epsilon": 1e-6}))
-    model = open_model(convert_hf(folder, GGMLFileType.MOSTLY_F16, tmp_path / "e.gguf", file_format="gguf"))
+    model = open_model(
+        convert_hf(folder, GGMLFileType.MOSTLY_F16, tmp_path / "e.gguf", file_format="gguf")
+    )
     assert model.layer_norm_eps == 1e-6
 
 
@@ -329,61 +398,166 @@ BYTE_VOCAB = [bytes([b]) for b in range(256)] + [b"ab", b"<|endoftext|>"]
 def tiny_gptj_file(path: Path, replace=None, drop=(), add=(), tensors=None) -> Path:
     """A minimal GPT-J GGUF (n_embd 4, 1 layer, two tensors) with metadata edits."""
     hparams = GptjHparams(len(BYTE_VOCAB), 16, 4, 2, 1, 2, GGMLFileType.ALL_F32)
-    fields = gptj_fields(hparams, layer_norm_eps=1e-5, n_inner=16, vocab=BYTE_VOCAB, merges=[(b"a", b"b")], quantized=False)
+    fields = gptj_fields(
+        hparams,
+        layer_norm_eps=1e-5,
+        n_inner=16,
+        vocab=BYTE_VOCAB,
+        merges=[(b"a", b"b")],
+        quantized=False,
+    )
     replace = replace or {}
     fields = [replace.get(f.key, f) for f in fields if f.key not in drop] + list(add)
     names = tensors or ["token_embd.weight", "output_norm.weight"]
     shapes = {"token_embd.weight": (len(BYTE_VOCAB), 4)}
-    records = [TensorRecord(n, GGMLType.F32, shapes.get(n, (4,)), [np.zeros(shapes.get(n, (4,)), np.float32)]) for n in names]
+    records = [
+        TensorRecord(
+            n, GGMLType.F32, shapes.get(n, (4,)), [np.zeros(shapes.get(n, (4,)), np.float32)]
+        )
+        for n in names
+    ]
     with open(path, "wb") as out:
         write_gguf(out, fields, records, path=path)
     return path
 
 
 def test_minimal_defaults(tmp_path):
-    model = open_model(tiny_gptj_file(tmp_path / "m.gguf", drop={"general.file_type", "gptj.rope.dimension_count",
-                                                                 "gptj.vocab_size", "tokenizer.ggml.token_type"}))
-    assert model.hparams == GptjHparams(258, 16, 4, 2, 1, 2, GGMLFileType.ALL_F32)  # n_rot: the whole head
+    model = open_model(
+        tiny_gptj_file(
+            tmp_path / "m.gguf",
+            drop={
+                "general.file_type",
+                "gptj.rope.dimension_count",
+                "gptj.vocab_size",
+                "tokenizer.ggml.token_type",
+            },
+        )
+    )
+    assert model.hparams == GptjHparams(
+        258, 16, 4, 2, 1, 2, GGMLFileType.ALL_F32
+    )  # n_rot: the whole head
     assert model.vocab == BYTE_VOCAB and model.merges == [(b"a", b"b")]
     assert list(model.tensors) == ["transformer.wte.weight", "transformer.ln_f.weight"]
     assert model.quantization_version == 0
 
 
 def test_control_tokens_are_read_as_literal_text(tmp_path):
-    tokens = [f.value for f in gptj_fields(GptjHparams(258, 16, 4, 2, 1, 2, 0), layer_norm_eps=1e-5, n_inner=16,
-                                           vocab=BYTE_VOCAB, merges=[], quantized=False) if f.key == "tokenizer.ggml.tokens"][0]
-    tokens[-1] = "<|end of text|>"  # a space, literal in a CONTROL token, would be invalid byte-level spelling
-    path = tiny_gptj_file(tmp_path / "c.gguf", replace={"tokenizer.ggml.tokens": GGUFField("tokenizer.ggml.tokens", V.ARRAY, tokens, V.STRING)})
+    tokens = [
+        f.value
+        for f in gptj_fields(
+            GptjHparams(258, 16, 4, 2, 1, 2, 0),
+            layer_norm_eps=1e-5,
+            n_inner=16,
+            vocab=BYTE_VOCAB,
+            merges=[],
+            quantized=False,
+        )
+        if f.key == "tokenizer.ggml.tokens"
+    ][0]
+    tokens[-1] = (
+        "<|end of text|>"  # a space, literal in a CONTROL token, would be invalid byte-level spelling
+    )
+    path = tiny_gptj_file(
+        tmp_path / "c.gguf",
+        replace={
+            "tokenizer.ggml.tokens": GGUFField("tokenizer.ggml.tokens", V.ARRAY, tokens, V.STRING)
+        },
+    )
     assert open_model(path).vocab[-1] == b"<|end of text|>"
 
 
 @pytest.mark.parametrize(
     "edit, message",
     [
-        ({"replace": {"general.architecture": GGUFField("general.architecture", V.STRING, "llama")}},
-         "architecture 'llama' is not GPT-J"),
-        ({"replace": {"gptj.block_count": GGUFField("gptj.block_count", V.INT32, 1)}},
-         "metadata key 'gptj.block_count' has type INT32, expected UINT32"),
-        ({"replace": {"gptj.attention.layer_norm_epsilon": GGUFField("gptj.attention.layer_norm_epsilon", V.FLOAT64, 1e-5)}},
-         "has type FLOAT64, expected FLOAT32"),
+        (
+            {
+                "replace": {
+                    "general.architecture": GGUFField("general.architecture", V.STRING, "llama")
+                }
+            },
+            "architecture 'llama' is not GPT-J",
+        ),
+        (
+            {"replace": {"gptj.block_count": GGUFField("gptj.block_count", V.INT32, 1)}},
+            "metadata key 'gptj.block_count' has type INT32, expected UINT32",
+        ),
+        (
+            {
+                "replace": {
+                    "gptj.attention.layer_norm_epsilon": GGUFField(
+                        "gptj.attention.layer_norm_epsilon", V.FLOAT64, 1e-5
+                    )
+                }
+            },
+            "has type FLOAT64, expected FLOAT32",
+        ),
         ({"drop": {"gptj.context_length"}}, "missing metadata key 'gptj.context_length'"),
-        ({"replace": {"gptj.rope.freq_base": GGUFField("gptj.rope.freq_base", V.FLOAT32, 20000.0)}},
-         "gptj.rope.freq_base 20000.0 is not supported"),
-        ({"replace": {"gptj.vocab_size": GGUFField("gptj.vocab_size", V.UINT32, 50400)}},
-         "gptj.vocab_size is 50400 but tokenizer.ggml.tokens has 258 tokens"),
-        ({"replace": {"gptj.attention.head_count": GGUFField("gptj.attention.head_count", V.UINT32, 3)}},
-         "gptj.embedding_length 4 is not a multiple of gptj.attention.head_count 3"),
-        ({"replace": {"tokenizer.ggml.model": GGUFField("tokenizer.ggml.model", V.STRING, "llama")}},
-         "tokenizer model 'llama' is not byte-level BPE"),
-        ({"replace": {"tokenizer.ggml.merges": GGUFField("tokenizer.ggml.merges", V.ARRAY, ["a  b"], V.STRING)}},
-         "merge 0 is 'a  b', expected two tokens separated by one space"),
-        ({"replace": {"tokenizer.ggml.tokens": GGUFField("tokenizer.ggml.tokens", V.ARRAY, ["a b"] * 258, V.STRING)}},
-         "token 0: token 'a b' has character ' ' outside the byte-level alphabet"),
-        ({"replace": {"tokenizer.ggml.token_type": GGUFField("tokenizer.ggml.token_type", V.ARRAY, np.ones(3, np.int32), V.INT32)}},
-         "tokenizer.ggml.token_type has 3 entries for 258 tokens"),
-        ({"replace": {"general.file_type": GGUFField("general.file_type", V.UINT32, 32)}},
-         "general.file_type 32 is not supported"),
-        ({"tensors": ["token_embd.weight", "blk.0.ffn_gate.weight"]}, "tensor 'blk.0.ffn_gate.weight' is not part of GPT-J"),
+        (
+            {
+                "replace": {
+                    "gptj.rope.freq_base": GGUFField("gptj.rope.freq_base", V.FLOAT32, 20000.0)
+                }
+            },
+            "gptj.rope.freq_base 20000.0 is not supported",
+        ),
+        (
+            {"replace": {"gptj.vocab_size": GGUFField("gptj.vocab_size", V.UINT32, 50400)}},
+            "gptj.vocab_size is 50400 but tokenizer.ggml.tokens has 258 tokens",
+        ),
+        (
+            {
+                "replace": {
+                    "gptj.attention.head_count": GGUFField("gptj.attention.head_count", V.UINT32, 3)
+                }
+            },
+            "gptj.embedding_length 4 is not a multiple of gptj.attention.head_count 3",
+        ),
+        (
+            {
+                "replace": {
+                    "tokenizer.ggml.model": GGUFField("tokenizer.ggml.model", V.STRING, "llama")
+                }
+            },
+            "tokenizer model 'llama' is not byte-level BPE",
+        ),
+        (
+            {
+                "replace": {
+                    "tokenizer.ggml.merges": GGUFField(
+                        "tokenizer.ggml.merges", V.ARRAY, ["a  b"], V.STRING
+                    )
+                }
+            },
+            "merge 0 is 'a  b', expected two tokens separated by one space",
+        ),
+        (
+            {
+                "replace": {
+                    "tokenizer.ggml.tokens": GGUFField(
+                        "tokenizer.ggml.tokens", V.ARRAY, ["a b"] * 258, V.STRING
+                    )
+                }
+            },
+            "token 0: token 'a b' has character ' ' outside the byte-level alphabet",
+        ),
+        (
+            {
+                "replace": {
+                    "tokenizer.ggml.token_type": GGUFField(
+                        "tokenizer.ggml.token_type", V.ARRAY, np.ones(3, np.int32), V.INT32
+                    )
+                }
+            },
+            "tokenizer.ggml.token_type has 3 entries for 258 tokens",
+        ),
+        (
+            {"replace": {"general.file_type": GGUFField("general.file_type", V.UINT32, 32)}},
+            "general.file_type 32 is not supported",
+        ),
+        (
+            {"tensors": ["token_embd.weight", "blk.0.ffn_gate.weight"]},
+            "tensor 'blk.0.ffn_gate.weight' is not part of GPT-J",
+        ),
     ],
 )
 def test_gguf_that_is_not_a_runnable_gptj(tmp_path, edit, message):
@@ -398,6 +572,15 @@ def test_writer_refuses_tensors_outside_gptj(tmp_path, peer):
 
     legacy = open_model(legacy_path(peer, "q8_0"))
     records = [TensorRecord("transformer.wpe.weight", GGMLType.F32, (1,), [b"\0" * 4])]
-    with pytest.raises(ModelFileError, match="tensor 'transformer.wpe.weight' is not part of GPT-J"):
-        write_gptj_gguf(tmp_path / "x.gguf", legacy.hparams, legacy.vocab, records, merges=None, layer_norm_eps=1e-5)
+    with pytest.raises(
+        ModelFileError, match="tensor 'transformer.wpe.weight' is not part of GPT-J"
+    ):
+        write_gptj_gguf(
+            tmp_path / "x.gguf",
+            legacy.hparams,
+            legacy.vocab,
+            records,
+            merges=None,
+            layer_norm_eps=1e-5,
+        )
     assert not os.listdir(tmp_path)

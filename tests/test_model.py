@@ -5,6 +5,7 @@ job (``ggml_py/conformance``, run for both shipped backends by ``test_backend.py
 rotary layout, argument checks, generation rules (stop strings, end of text, context limit),
 and determinism.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,16 +31,24 @@ BYTE_VOCAB = [bytes([b]) for b in range(256)] + [b"<|endoftext|>"]
 def byte_model_file(n_ctx: int = 12, eos_bias: float = 0.0, seed: int = 0):
     """A random GPT-J over single bytes plus ``<|endoftext|>`` (id 256); ``eos_bias`` is added
     to end-of-text's output bias."""
-    model_file = reference.random_gptj(GGMLType.F16, n_vocab=len(BYTE_VOCAB), n_ctx=n_ctx, seed=seed)
+    model_file = reference.random_gptj(
+        GGMLType.F16, n_vocab=len(BYTE_VOCAB), n_ctx=n_ctx, seed=seed
+    )
     bias = reference.decoded(model_file.tensors["lm_head.bias"])
     bias[EOS] += eos_bias
-    tensors = {**model_file.tensors, "lm_head.bias": reference.tensor_record("lm_head.bias", bias, GGMLType.F32)}
+    tensors = {
+        **model_file.tensors,
+        "lm_head.bias": reference.tensor_record("lm_head.bias", bias, GGMLType.F32),
+    }
     return dataclasses.replace(model_file, vocab=BYTE_VOCAB, tensors=tensors)
 
 
 def write_model_file(path, model_file) -> None:
     """Write a ``ModelFile`` as a legacy ggml GPT-J file."""
-    records = [ggml_format.TensorRecord(t.name, t.type, t.shape, [t.data]) for t in model_file.tensors.values()]
+    records = [
+        ggml_format.TensorRecord(t.name, t.type, t.shape, [t.data])
+        for t in model_file.tensors.values()
+    ]
     ggml_format.write_ggml(path, model_file.hparams, model_file.vocab, records)
 
 
@@ -50,20 +59,22 @@ def byte_model(backend: str = "numpy-blas", **kwargs) -> Model:
 
 # --- rotary embedding --------------------------------------------------------------------------
 
+
 def test_rotary_turns_adjacent_pairs_like_complex_numbers():
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((5, 3, 10)).astype(np.float32)       # [T, H, D], R = 6 of D = 10
+    x = rng.standard_normal((5, 3, 10)).astype(np.float32)  # [T, H, D], R = 6 of D = 10
     cos, sin = rotary_tables(5, 6)
     out = rotate_pairs(x, cos, sin)
-    pairs = x[..., 0:6:2] + 1j * x[..., 1:6:2]                   # (x[2i], x[2i+1]) as x + iy
+    pairs = x[..., 0:6:2] + 1j * x[..., 1:6:2]  # (x[2i], x[2i+1]) as x + iy
     angles = np.arange(5)[:, None] * 10000.0 ** (-np.arange(0, 6, 2) / 6)
     turned = pairs * np.exp(1j * angles)[:, None, :]
     np.testing.assert_allclose(out[..., 0:6:2], turned.real, atol=1e-6)
     np.testing.assert_allclose(out[..., 1:6:2], turned.imag, atol=1e-6)
-    np.testing.assert_array_equal(out[..., 6:], x[..., 6:])      # channels past n_rot untouched
+    np.testing.assert_array_equal(out[..., 6:], x[..., 6:])  # channels past n_rot untouched
 
 
 # --- checks on the model file and on eval's arguments -----------------------------------------
+
 
 def test_missing_and_misshapen_tensors_are_model_file_errors():
     model_file = reference.random_gptj(GGMLType.F32)
@@ -82,9 +93,13 @@ def test_missing_and_misshapen_tensors_are_model_file_errors():
 
 def test_eval_rejects_bad_ids_and_positions_with_one_line_errors():
     graph = GptJ(reference.random_gptj(GGMLType.F32), create_backend("numpy-blas"))
-    for ids, n_past, message in (([], 0, "no tokens"), ([96], 0, "token id 96 is outside"),
-                                 ([-1], 0, "token id -1"), ([1], 1, "n_past 1 is not in 0 .. 0"),
-                                 (list(range(13)), 0, "exceed the context of 12")):
+    for ids, n_past, message in (
+        ([], 0, "no tokens"),
+        ([96], 0, "token id 96 is outside"),
+        ([-1], 0, "token id -1"),
+        ([1], 1, "n_past 1 is not in 0 .. 0"),
+        (list(range(13)), 0, "exceed the context of 12"),
+    ):
         with pytest.raises(GgmlPyError, match=message) as error:
             graph.eval(ids, n_past)
         assert "\n" not in str(error.value)
@@ -95,26 +110,37 @@ def test_last_only_is_the_last_row_and_reset_starts_over():
     everything = model.eval([72, 105, 33], 0)
     model.reset()
     assert model.n_past == 0
-    np.testing.assert_allclose(model.eval([72, 105, 33], 0, last_only=True), everything[-1], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        model.eval([72, 105, 33], 0, last_only=True), everything[-1], rtol=0, atol=1e-5
+    )
     assert model.n_past == 3
 
 
 # --- generation --------------------------------------------------------------------------------
 
+
 def test_generation_stops_at_end_of_text_unless_told_to_ignore_it():
-    model = byte_model(eos_bias=50.0)                             # end-of-text always wins
+    model = byte_model(eos_bias=50.0)  # end-of-text always wins
     greedy = SamplingSettings(top_k=1)
     assert list(model.generate_ids([72, 105], 5, Sampler(greedy, 0))) == [EOS]
-    assert list(model.generate_ids([72, 105], 5, Sampler(greedy, 0), stop_at_eos=False)) == [EOS] * 5
-    assert "".join(model.generate("Hi", max_tokens=5, top_k=1)) == ""          # its text is not yielded
-    assert "".join(model.generate("Hi", max_tokens=2, top_k=1, ignore_eos=True)) == "<|endoftext|>" * 2
+    assert (
+        list(model.generate_ids([72, 105], 5, Sampler(greedy, 0), stop_at_eos=False)) == [EOS] * 5
+    )
+    assert "".join(model.generate("Hi", max_tokens=5, top_k=1)) == ""  # its text is not yielded
+    assert (
+        "".join(model.generate("Hi", max_tokens=2, top_k=1, ignore_eos=True)) == "<|endoftext|>" * 2
+    )
 
 
 def test_generation_stops_cleanly_at_the_context_limit():
     model = byte_model(n_ctx=12)
-    ids = list(model.generate_ids(list(b"0123456789"), 100, Sampler(SamplingSettings(), 1), stop_at_eos=False))
-    assert len(ids) == 2                                          # 10 prompt tokens + 2 = 12 positions
-    assert model.n_past == 11                                     # the last token is never evaluated
+    ids = list(
+        model.generate_ids(
+            list(b"0123456789"), 100, Sampler(SamplingSettings(), 1), stop_at_eos=False
+        )
+    )
+    assert len(ids) == 2  # 10 prompt tokens + 2 = 12 positions
+    assert model.n_past == 11  # the last token is never evaluated
     with pytest.raises(GgmlPyError, match="the prompt has 13 tokens but the context holds 12"):
         model.generate_ids(list(b"0123456789abc"), 1, Sampler(SamplingSettings(), 1))
     with pytest.raises(GgmlPyError, match="prompt has no tokens"):
@@ -124,8 +150,10 @@ def test_generation_stops_cleanly_at_the_context_limit():
 def test_chunked_prompt_evaluation_gives_the_same_tokens():
     model = byte_model(n_ctx=40)
     prompt = list(b"The quick brown fox jumps")
-    runs = [list(model.generate_ids(prompt, 8, Sampler(SamplingSettings(top_k=5), 7), n_batch=n_batch))
-            for n_batch in (1, 4, 32)]
+    runs = [
+        list(model.generate_ids(prompt, 8, Sampler(SamplingSettings(top_k=5), 7), n_batch=n_batch))
+        for n_batch in (1, 4, 32)
+    ]
     assert runs[0] == runs[1] == runs[2]
 
 
@@ -149,7 +177,9 @@ def test_invalid_sampling_values_are_rejected_before_generating():
 
 @pytest.fixture(scope="module")
 def tiny_f16(peer):
-    return ggml_py.load(peer / "tiny-gptj" / "ggml-model-f16.bin", backend="blocked-f16", n_threads=2)
+    return ggml_py.load(
+        peer / "tiny-gptj" / "ggml-model-f16.bin", backend="blocked-f16", n_threads=2
+    )
 
 
 def test_load_returns_a_model_with_tokenizer_eval_and_generate(tiny_f16, expected):
@@ -163,10 +193,12 @@ def test_load_returns_a_model_with_tokenizer_eval_and_generate(tiny_f16, expecte
 
 
 def test_stop_strings_end_generation_before_them_even_across_tokens(tiny_f16, expected):
-    prompt = expected["prompts"][0]                               # continues "vs mergedars accustomed..."
+    prompt = expected["prompts"][0]  # continues "vs mergedars accustomed..."
     text = prompt["hf_greedy_text"]
     for stop in ["Butler", "ars acc", "vs"]:
-        generated = "".join(tiny_f16.generate(prompt["text"], max_tokens=24, top_k=1, stop=[stop, "never"]))
+        generated = "".join(
+            tiny_f16.generate(prompt["text"], max_tokens=24, top_k=1, stop=[stop, "never"])
+        )
         assert generated == text[: text.index(stop)]
     three = "".join(tiny_f16.generate(prompt["text"], max_tokens=3, top_k=1))
     assert three == tiny_f16.tokenizer.decode(prompt["hf_greedy_ids"][:3])
@@ -181,6 +213,7 @@ def test_load_picks_the_backend_from_the_environment(peer, monkeypatch):
 
 
 # --- memory ------------------------------------------------------------------------------------
+
 
 def _resident_mib() -> float:
     with open("/proc/self/statm") as statm:

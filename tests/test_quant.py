@@ -6,6 +6,7 @@ byte on finite data. Non-finite input is undefined behaviour in C at the final f
 conversion; the expected bytes below follow the C code's comparisons and x86-64's conversion
 result (see spec/quantization.md).
 """
+
 from __future__ import annotations
 
 import gguf
@@ -34,7 +35,8 @@ RAMP_BYTES = {
     GGMLType.Q4_1: "22 38 00 c1 80 80 91 91 a2 a2 b3 b3 c4 c4 d5 d5 e6 e6 f7 f7",
     GGMLType.Q5_0: "40 b5 ff 07 00 00 b8 b7 a6 95 85 84 73 62 52 51 40 3f 2e 2e 1d 0c",
     GGMLType.Q5_1: "00 34 00 c1 00 00 ff ff 00 11 22 33 44 55 66 77 88 99 aa bb cc dd ee ff",
-    GGMLType.Q8_0: "4b 29 c4 ca d0 d6 dc e2 e8 ee f4 fa 00 06 0c 12 18 1e 24 2a 30 36 3c 43 49 4f 55 5b 61 67 6d 73 79 7f",
+    GGMLType.Q8_0: "4b 29 c4 ca d0 d6 dc e2 e8 ee f4 fa 00 06 0c 12 18 1e 24 2a 30 36 3c 43 49 4f 55 5b"
+    " 61 67 6d 73 79 7f",
 }
 ZERO_BYTES = {
     GGMLType.Q4_0: "00 80" + " 88" * 16,
@@ -47,13 +49,17 @@ ZERO_BYTES = {
 
 def oracle(x: np.ndarray, ggml_type: GGMLType) -> np.ndarray:
     with np.errstate(all="ignore"):
-        return gguf.quants.quantize(np.asarray(x, dtype=np.float32), gguf.GGMLQuantizationType(int(ggml_type)))
+        return gguf.quants.quantize(
+            np.asarray(x, dtype=np.float32), gguf.GGMLQuantizationType(int(ggml_type))
+        )
 
 
 @pytest.mark.parametrize("ggml_type", QUANTIZED_TYPES, ids=lambda t: t.short_name)
 def test_worked_example_and_zero_block(ggml_type):
     assert quantize(RAMP, ggml_type).tobytes() == bytes.fromhex(RAMP_BYTES[ggml_type])
-    assert quantize(np.zeros((1, 32), np.float32), ggml_type).tobytes() == bytes.fromhex(ZERO_BYTES[ggml_type])
+    assert quantize(np.zeros((1, 32), np.float32), ggml_type).tobytes() == bytes.fromhex(
+        ZERO_BYTES[ggml_type]
+    )
 
 
 def test_signed_zeros_follow_the_c_comparisons():
@@ -69,7 +75,9 @@ def test_signed_zeros_follow_the_c_comparisons():
     assert quantize(mixed, GGMLType.Q4_1).tobytes()[:4].hex() == "442c" + "0000"  # d = 1/15, m = +0
     mixed[0, 0] = -0.0
     assert quantize(mixed, GGMLType.Q4_1).tobytes()[:4].hex() == "442c" + "0080"
-    assert quantize(negative_zeros, GGMLType.Q5_1).tobytes() == bytes.fromhex("0000 0080") + bytes(20)
+    assert quantize(negative_zeros, GGMLType.Q5_1).tobytes() == bytes.fromhex("0000 0080") + bytes(
+        20
+    )
 
 
 def adversarial_blocks() -> np.ndarray:
@@ -117,7 +125,8 @@ def test_matches_gguf_across_chunk_boundaries(ggml_type):
 finite_blocks = hnp.arrays(
     np.float32,
     st.tuples(st.integers(1, 4), st.just(32)),
-    elements=st.floats(-1e6, 1e6, width=32, allow_subnormal=True) | st.sampled_from([0.0, -0.0, 0.5, -0.5, 1.0]),
+    elements=st.floats(-1e6, 1e6, width=32, allow_subnormal=True)
+    | st.sampled_from([0.0, -0.0, 0.5, -0.5, 1.0]),
 )
 
 
@@ -158,9 +167,13 @@ def test_infinities():
     # q8_0: d = inf, id = 1/inf = 0; finite * 0 = 0, inf * 0 = NaN -> 0
     assert quantize(x, GGMLType.Q8_0).tobytes() == bytes.fromhex("007c") + bytes(32)
     # q4_0: max = +inf, d = -inf, id = -0: every finite quant is trunc(8.5) = 8
-    assert quantize(x, GGMLType.Q4_0).tobytes() == bytes.fromhex("00fc") + bytes([0x88, 0x88, 0x88, 0x88, 0x80]) + bytes([0x88] * 11)
+    assert quantize(x, GGMLType.Q4_0).tobytes() == bytes.fromhex("00fc") + bytes(
+        [0x88, 0x88, 0x88, 0x88, 0x80]
+    ) + bytes([0x88] * 11)
     # q4_1 on an all-NaN block: min stays FLT_MAX, max -FLT_MAX, d = -inf, m = fp16(FLT_MAX) = inf
-    assert quantize(np.full((1, 32), np.nan, np.float32), GGMLType.Q4_1).tobytes() == bytes.fromhex("00fc007c") + bytes(16)
+    assert quantize(np.full((1, 32), np.nan, np.float32), GGMLType.Q4_1).tobytes() == bytes.fromhex(
+        "00fc007c"
+    ) + bytes(16)
 
 
 @pytest.mark.parametrize("ggml_type", QUANTIZED_TYPES, ids=lambda t: t.short_name)
@@ -181,7 +194,13 @@ def test_round_trip_error_is_within_half_a_step(ggml_type):
     back = dequantize(quantize(x, ggml_type), ggml_type, x.shape)
     blocks = x.reshape(-1, 32)
     span = blocks.max(1) - blocks.min(1)
-    levels = {GGMLType.Q4_0: 8, GGMLType.Q4_1: 15, GGMLType.Q5_0: 16, GGMLType.Q5_1: 31, GGMLType.Q8_0: 127}[ggml_type]
+    levels = {
+        GGMLType.Q4_0: 8,
+        GGMLType.Q4_1: 15,
+        GGMLType.Q5_0: 16,
+        GGMLType.Q5_1: 31,
+        GGMLType.Q8_0: 127,
+    }[ggml_type]
     step = (np.abs(blocks).max(1) if levels in (8, 16, 127) else span) / levels
     # half a step plus fp16 rounding of the scale (the *_0 types use 2 * amax / 2*levels)
     bound = (step * (1.0 if levels in (8, 16) else 0.5) + 1e-2 * np.abs(blocks).max(1))[:, None]
@@ -191,10 +210,14 @@ def test_round_trip_error_is_within_half_a_step(ggml_type):
 def test_f32_and_f16():
     x = np.array([[1.0, -2.5, 65519.0, 1e-8]], dtype=np.float32)
     assert quantize(x, GGMLType.F32).tobytes() == x.astype("<f4").tobytes()
-    assert quantize(x, GGMLType.F16).tobytes() == x.astype("<f2").tobytes()  # RNE, 1e-8 -> subnormal
+    assert (
+        quantize(x, GGMLType.F16).tobytes() == x.astype("<f2").tobytes()
+    )  # RNE, 1e-8 -> subnormal
     assert quantize(x, GGMLType.F16).shape == (1, 8)
     np.testing.assert_array_equal(dequantize(quantize(x, GGMLType.F32), GGMLType.F32, (1, 4)), x)
-    np.testing.assert_array_equal(dequantize(quantize(x, GGMLType.F16), GGMLType.F16, (4,)), x.astype(np.float16)[0])
+    np.testing.assert_array_equal(
+        dequantize(quantize(x, GGMLType.F16), GGMLType.F16, (4,)), x.astype(np.float16)[0]
+    )
 
 
 def test_sizes_and_errors():
@@ -208,8 +231,16 @@ def test_sizes_and_errors():
 
 
 def test_file_type_names_and_numbers():
-    assert [GGMLFileType.parse(n).weight_type for n in ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0")] == list(QUANTIZED_TYPES)
-    assert [int(GGMLFileType.parse(n)) for n in ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0")] == [2, 3, 8, 9, 7]
+    assert [
+        GGMLFileType.parse(n).weight_type for n in ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0")
+    ] == list(QUANTIZED_TYPES)
+    assert [int(GGMLFileType.parse(n)) for n in ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0")] == [
+        2,
+        3,
+        8,
+        9,
+        7,
+    ]
     assert GGMLFileType.parse("7") is GGMLFileType.MOSTLY_Q8_0
     assert GGMLFileType.parse("F16") is GGMLFileType.MOSTLY_F16
     for bad in ("4", "q4_2", "", "6"):

@@ -6,6 +6,7 @@ one ``ggml-py <command>: error: ...`` line. Runtime failures (a file that is unr
 what it should be, values the sampler cannot use, a prompt longer than the context) exit with 1
 and print exactly one ``ggml-py: error: ...`` line. Never a traceback, except with ``--debug``.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,9 +16,9 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, TINY_MODEL
 from fuzz.seeds import model_seeds
+
 from ggml_py.cli import main
 
 
@@ -50,7 +51,9 @@ def assert_usage_error(result, command: str, message: str) -> None:
     code, out, err = result
     assert code == 2 and out == ""
     assert "Traceback" not in err
-    assert err.splitlines()[-1].startswith(f"ggml-py {command}: error: {message}"), err  # argparse may add a hint
+    assert err.splitlines()[-1].startswith(f"ggml-py {command}: error: {message}"), (
+        err
+    )  # argparse may add a hint
 
 
 def assert_runtime_error(result, message: str) -> None:
@@ -70,35 +73,83 @@ USAGE_ERRORS = [
     ("tokenize", ["{missing}", "-p", "x"], "argument model: {missing}: no such file or folder"),
     ("tokenize", ["{dir}/model.bin"], "the following arguments are required: -p/--prompt"),
     ("convert", ["{missing}"], "argument HF_DIR|FILE: {missing}: no such file or folder"),
-    ("convert", ["{dir}/folder", "--outtype", "q3_k"],
-     "argument --outtype: unknown type 'q3_k'; choose one of f32 (0), f16 (1), q4_0 (2), q4_1 (3), q5_0 (8), q5_1 (9), q8_0 (7)"),
-    ("convert", ["{dir}/folder", "--format", "safetensors"],
-     "argument --format: invalid choice: 'safetensors' (choose from "),
-    ("convert", ["{dir}/folder", "--outfile", "{dir}/no/such/out.bin"],
-     "argument --outfile: {dir}/no/such/out.bin: no such folder {dir}/no/such"),
-    ("convert", ["{dir}/folder", "--outfile", "{dir}/folder"],
-     "argument --outfile: {dir}/folder: is a folder, give the path of the file to write"),
-    ("quantize", ["{missing}", "{dir}/out.bin", "q4_0"], "argument input: {missing}: no such file or folder"),
-    ("quantize", ["{dir}/folder", "{dir}/out.bin", "q4_0"], "argument input: {dir}/folder: is a folder, a file is expected"),
-    ("quantize", ["{dir}/f16.bin", "{dir}/out.bin", "f16"],
-     "argument type: unknown type 'f16'; choose one of q4_0 (2), q4_1 (3), q5_0 (8), q5_1 (9), q8_0 (7)"),
-    ("quantize", ["{dir}/f16.bin", "{dir}/out.bin", "42"],
-     "argument type: unknown type '42'; choose one of q4_0 (2), q4_1 (3), q5_0 (8), q5_1 (9), q8_0 (7)"),
-    ("quantize", ["{dir}/f16.bin", "{dir}/folder", "q4_0"],
-     "argument output: {dir}/folder: is a folder, give the path of the file to write"),
+    (
+        "convert",
+        ["{dir}/folder", "--outtype", "q3_k"],
+        "argument --outtype: unknown type 'q3_k'; choose one of f32 (0), f16 (1), q4_0 (2), "
+        "q4_1 (3), q5_0 (8), q5_1 (9), q8_0 (7)",
+    ),
+    (
+        "convert",
+        ["{dir}/folder", "--format", "safetensors"],
+        "argument --format: invalid choice: 'safetensors' (choose from ",
+    ),
+    (
+        "convert",
+        ["{dir}/folder", "--outfile", "{dir}/no/such/out.bin"],
+        "argument --outfile: {dir}/no/such/out.bin: no such folder {dir}/no/such",
+    ),
+    (
+        "convert",
+        ["{dir}/folder", "--outfile", "{dir}/folder"],
+        "argument --outfile: {dir}/folder: is a folder, give the path of the file to write",
+    ),
+    (
+        "quantize",
+        ["{missing}", "{dir}/out.bin", "q4_0"],
+        "argument input: {missing}: no such file or folder",
+    ),
+    (
+        "quantize",
+        ["{dir}/folder", "{dir}/out.bin", "q4_0"],
+        "argument input: {dir}/folder: is a folder, a file is expected",
+    ),
+    (
+        "quantize",
+        ["{dir}/f16.bin", "{dir}/out.bin", "f16"],
+        "argument type: unknown type 'f16'; choose one of q4_0 (2), q4_1 (3), q5_0 (8), q5_1 (9), q8_0 (7)",
+    ),
+    (
+        "quantize",
+        ["{dir}/f16.bin", "{dir}/out.bin", "42"],
+        "argument type: unknown type '42'; choose one of q4_0 (2), q4_1 (3), q5_0 (8), q5_1 (9), q8_0 (7)",
+    ),
+    (
+        "quantize",
+        ["{dir}/f16.bin", "{dir}/folder", "q4_0"],
+        "argument output: {dir}/folder: is a folder, give the path of the file to write",
+    ),
     ("run", ["-p", "x"], "the following arguments are required: -m/--model"),
     ("run", ["-m", "{missing}"], "argument -m/--model: {missing}: no such file or folder"),
-    ("run", ["-m", "{dir}/folder"], "argument -m/--model: {dir}/folder: is a folder, a file is expected"),
-    ("run", ["-m", "{dir}/model.bin", "-n", "many"], "argument -n/--n_predict: invalid int value: 'many'"),
-    ("run", ["-m", "{dir}/model.bin", "--temp", "hot"], "argument --temp: invalid float value: 'hot'"),
-    ("run", ["-m", "{dir}/model.bin", "-p", "a\udcffb"],
-     "argument -p/--prompt: not valid UTF-8 (byte 0xff at byte 1 of the argument)"),
+    (
+        "run",
+        ["-m", "{dir}/folder"],
+        "argument -m/--model: {dir}/folder: is a folder, a file is expected",
+    ),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "-n", "many"],
+        "argument -n/--n_predict: invalid int value: 'many'",
+    ),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "--temp", "hot"],
+        "argument --temp: invalid float value: 'hot'",
+    ),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "-p", "a\udcffb"],
+        "argument -p/--prompt: not valid UTF-8 (byte 0xff at byte 1 of the argument)",
+    ),
     ("backends", ["--all"], "unrecognized arguments: --all"),
 ]
 
 
-@pytest.mark.parametrize("command, arguments, message", USAGE_ERRORS,
-                         ids=[f"{case[0]}-{' '.join(case[1])}" for case in USAGE_ERRORS])
+@pytest.mark.parametrize(
+    "command, arguments, message",
+    USAGE_ERRORS,
+    ids=[f"{case[0]}-{' '.join(case[1])}" for case in USAGE_ERRORS],
+)
 def test_usage_errors_exit_2(capsys, files, command, arguments, message):
     fill = {"dir": files, "missing": files / "missing.bin"}
     result = cli(capsys, command, *[argument.format(**fill) for argument in arguments])
@@ -112,66 +163,157 @@ def test_usage_errors_exit_2(capsys, files, command, arguments, message):
 # ---------------------------------------------------------------------------- runtime errors: 1
 
 RUNTIME_ERRORS = [
-    ("ls", ["{dir}/folder"], "{dir}/folder: no weights in the folder (looked for model.safetensors, "
-     "model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json)"),
-    ("ls", ["{dir}/model.bin"], "{dir}/model.bin: not a checkpoint (unknown format, first bytes 6c 6d 67 67 2c 01 00 00) "
-     "(at byte 0)"),
+    (
+        "ls",
+        ["{dir}/folder"],
+        "{dir}/folder: no weights in the folder (looked for model.safetensors, "
+        "model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json)",
+    ),
+    (
+        "ls",
+        ["{dir}/model.bin"],
+        "{dir}/model.bin: not a checkpoint (unknown format, first bytes 6c 6d 67 67 2c 01 00 00) "
+        "(at byte 0)",
+    ),
     ("ls", ["{dir}/empty"], "{dir}/empty: empty file (at byte 0)"),
-    ("info", ["{dir}/text.txt"], "{dir}/text.txt: not a ggml GPT-J model file or a GGUF file (magic bytes 6e6f7420) (at byte 0)"),
-    ("info", ["{dir}/empty"], "{dir}/empty: file of 0 bytes is too short for a model file (at byte 0)"),
-    ("tokenize", ["{dir}/folder", "-p", "x"], "{dir}/folder: no vocab.json: not a GPT-2/GPT-J tokenizer folder"),
-    ("tokenize", ["{dir}/text.txt", "-p", "x"],
-     "{dir}/text.txt: not a ggml GPT-J model file or a GGUF file (magic bytes 6e6f7420) (at byte 0)"),
-    ("convert", ["{dir}/model.bin"], "{dir}/model.bin: a model file can only be converted to GGUF (--format gguf)"),
-    ("convert", ["{dir}/model.bin", "--format", "gguf", "--outtype", "f16"],
-     "{dir}/model.bin: --outtype is for folders; a model file keeps its tensor types"),
-    ("convert", ["{dir}/folder", "--outfile", "{dir}/out.bin"], "{dir}/folder: no weights in the folder (looked for "
-     "model.safetensors, model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json)"),
-    ("quantize", ["{dir}/model.bin", "{dir}/out.bin", "q8_0"],
-     "{dir}/model.bin: tensor 'transformer.wte.weight' is q4_0; quantize needs f32 or f16 input (at byte {wte})"),
-    ("quantize", ["{dir}/model.gguf", "{dir}/out.bin", "q8_0"],
-     "{dir}/model.gguf: quantize reads legacy ggml GPT-J files, this is a gguf file"),
-    ("quantize", ["{dir}/text.txt", "{dir}/out.bin", "q8_0"],
-     "{dir}/text.txt: not a ggml GPT-J model file or a GGUF file (magic bytes 6e6f7420) (at byte 0)"),
-    ("run", ["-m", "{dir}/text.txt"], "{dir}/text.txt: not a ggml GPT-J model file or a GGUF file (magic bytes 6e6f7420) "
-     "(at byte 0)"),
-    ("run", ["-m", "{dir}/model.bin", "-p", "ab " * 40], "{dir}/model.bin: the prompt has 81 tokens but the context holds 64"),
+    (
+        "info",
+        ["{dir}/text.txt"],
+        "{dir}/text.txt: not a ggml GPT-J model file or a GGUF file (magic bytes 6e6f7420) (at byte 0)",
+    ),
+    (
+        "info",
+        ["{dir}/empty"],
+        "{dir}/empty: file of 0 bytes is too short for a model file (at byte 0)",
+    ),
+    (
+        "tokenize",
+        ["{dir}/folder", "-p", "x"],
+        "{dir}/folder: no vocab.json: not a GPT-2/GPT-J tokenizer folder",
+    ),
+    (
+        "tokenize",
+        ["{dir}/text.txt", "-p", "x"],
+        "{dir}/text.txt: not a ggml GPT-J model file or a GGUF file (magic bytes 6e6f7420) (at byte 0)",
+    ),
+    (
+        "convert",
+        ["{dir}/model.bin"],
+        "{dir}/model.bin: a model file can only be converted to GGUF (--format gguf)",
+    ),
+    (
+        "convert",
+        ["{dir}/model.bin", "--format", "gguf", "--outtype", "f16"],
+        "{dir}/model.bin: --outtype is for folders; a model file keeps its tensor types",
+    ),
+    (
+        "convert",
+        ["{dir}/folder", "--outfile", "{dir}/out.bin"],
+        "{dir}/folder: no weights in the folder (looked for "
+        "model.safetensors, model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json)",
+    ),
+    (
+        "quantize",
+        ["{dir}/model.bin", "{dir}/out.bin", "q8_0"],
+        "{dir}/model.bin: tensor 'transformer.wte.weight' is q4_0; quantize needs f32 or f16 input (at byte {wte})",
+    ),
+    (
+        "quantize",
+        ["{dir}/model.gguf", "{dir}/out.bin", "q8_0"],
+        "{dir}/model.gguf: quantize reads legacy ggml GPT-J files, this is a gguf file",
+    ),
+    (
+        "quantize",
+        ["{dir}/text.txt", "{dir}/out.bin", "q8_0"],
+        "{dir}/text.txt: not a ggml GPT-J model file or a GGUF file (magic bytes 6e6f7420) (at byte 0)",
+    ),
+    (
+        "run",
+        ["-m", "{dir}/text.txt"],
+        "{dir}/text.txt: not a ggml GPT-J model file or a GGUF file (magic bytes 6e6f7420) "
+        "(at byte 0)",
+    ),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "-p", "ab " * 40],
+        "{dir}/model.bin: the prompt has 81 tokens but the context holds 64",
+    ),
     ("run", ["-m", "{dir}/model.bin", "-f", "{missing}"], "{missing}: No such file or directory"),
     ("run", ["-m", "{dir}/model.bin", "-f", "{dir}/folder"], "{dir}/folder: Is a directory"),
     ("run", ["-m", "{dir}/model.bin", "--top_p", "0"], "top_p must be in (0, 1], got 0.0"),
     ("run", ["-m", "{dir}/model.bin", "--top_p", "nan"], "top_p must be in (0, 1], got nan"),
-    ("run", ["-m", "{dir}/model.bin", "--temp", "-1"], "temperature must be a positive number, got -1.0"),
-    ("run", ["-m", "{dir}/model.bin", "--temp", "inf"], "temperature must be a positive number, got inf"),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "--temp", "-1"],
+        "temperature must be a positive number, got -1.0",
+    ),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "--temp", "inf"],
+        "temperature must be a positive number, got inf",
+    ),
     ("run", ["-m", "{dir}/model.bin", "--top_k", "-5"], "top_k must be at least 1, got -5"),
-    ("run", ["-m", "{dir}/model.bin", "--repeat-last-n", "-1"], "repeat_last_n must be at least 0, got -1"),
-    ("run", ["-m", "{dir}/model.bin", "--repeat-penalty", "0"], "repeat_penalty must be a positive number, got 0.0"),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "--repeat-last-n", "-1"],
+        "repeat_last_n must be at least 0, got -1",
+    ),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "--repeat-penalty", "0"],
+        "repeat_penalty must be a positive number, got 0.0",
+    ),
     ("run", ["-m", "{dir}/model.bin", "-n", "-1"], "--n_predict must be at least 0, got -1"),
     ("run", ["-m", "{dir}/model.bin", "-b", "0"], "--batch_size must be at least 1, got 0"),
     ("run", ["-m", "{dir}/model.bin", "-t", "0"], "--threads must be at least 1, got 0"),
-    ("run", ["-m", "{dir}/model.bin", "--backend", "nope"], "unknown backend 'nope' (installed: {backends})"),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "--backend", "nope"],
+        "unknown backend 'nope' (installed: {backends})",
+    ),
 ]
 
 
-@pytest.mark.parametrize("command, arguments, message", RUNTIME_ERRORS,
-                         ids=[f"{case[0]}-{' '.join(case[1])[:40]}" for case in RUNTIME_ERRORS])
+@pytest.mark.parametrize(
+    "command, arguments, message",
+    RUNTIME_ERRORS,
+    ids=[f"{case[0]}-{' '.join(case[1])[:40]}" for case in RUNTIME_ERRORS],
+)
 def test_runtime_errors_exit_1_with_one_line(capsys, files, command, arguments, message):
     from ggml_py.backend import installed_backends
     from ggml_py.formats import open_model
 
-    fill = {"dir": files, "missing": files / "missing.txt",
-            "wte": open_model(files / "model.bin").tensors["transformer.wte.weight"].offset,
-            "backends": ", ".join(sorted(installed_backends()))}
+    fill = {
+        "dir": files,
+        "missing": files / "missing.txt",
+        "wte": open_model(files / "model.bin").tensors["transformer.wte.weight"].offset,
+        "backends": ", ".join(sorted(installed_backends())),
+    }
     result = cli(capsys, command, *[argument.format(**fill) for argument in arguments])
     assert_runtime_error(result, message.format(**fill))
     assert not (files / "out.bin").exists()
 
 
 def test_n_predict_beyond_the_context_is_clamped_like_ggml_with_a_warning(capsys, files):
-    code, out, err = cli(capsys, "run", "-m", files / "model.bin", "-p", "ab ab", "-n", "1000", "-s", "1", "--ignore-eos")
+    code, out, err = cli(
+        capsys,
+        "run",
+        "-m",
+        files / "model.bin",
+        "-p",
+        "ab ab",
+        "-n",
+        "1000",
+        "-s",
+        "1",
+        "--ignore-eos",
+    )
     assert code == 0 and out.startswith("ab ab")
     warnings = [line for line in err.splitlines() if line.startswith("ggml-py: warning: ")]
-    assert warnings == ["ggml-py: warning: -n 1000 is beyond the context: 64 positions, 4 taken by the prompt, "
-                        "so at most 60 tokens are generated"]
+    assert warnings == [
+        "ggml-py: warning: -n 1000 is beyond the context: 64 positions, 4 taken by the prompt, "
+        "so at most 60 tokens are generated"
+    ]
 
 
 # --------------------------------------------------------------------------- unreadable files
@@ -187,23 +329,40 @@ def unreadable_run(argv, path):
             setpriv = shutil.which("setpriv")
             if setpriv is None:
                 pytest.skip("running as root without setpriv: no way to make a file unreadable")
-            command = [setpriv, "--securebits=+noroot,+noroot_locked", "--inh-caps=-all",
-                       "--bounding-set=-dac_override,-dac_read_search", "--", *command]
+            command = [
+                setpriv,
+                "--securebits=+noroot,+noroot_locked",
+                "--inh-caps=-all",
+                "--bounding-set=-dac_override,-dac_read_search",
+                "--",
+                *command,
+            ]
         return subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     finally:
         path.chmod(stat.S_IRUSR | stat.S_IWUSR)
 
 
-@pytest.mark.parametrize("argv", [
-    ["ls", "{path}"], ["info", "{path}"], ["tokenize", "{path}", "-p", "x"], ["convert", "{path}", "--format", "gguf"],
-    ["quantize", "{path}", "{out}", "q4_0"], ["run", "-m", "{path}", "-p", "x"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ls", "{path}"],
+        ["info", "{path}"],
+        ["tokenize", "{path}", "-p", "x"],
+        ["convert", "{path}", "--format", "gguf"],
+        ["quantize", "{path}", "{out}", "q4_0"],
+        ["run", "-m", "{path}", "-p", "x"],
+    ],
+)
 def test_unreadable_files_are_one_line_runtime_errors(tmp_path, files, argv):
     path = tmp_path / "model.bin"
     path.write_bytes((files / "f16.bin").read_bytes())
-    result = unreadable_run([argument.format(path=path, out=tmp_path / "out.bin") for argument in argv], path)
+    result = unreadable_run(
+        [argument.format(path=path, out=tmp_path / "out.bin") for argument in argv], path
+    )
     assert result.returncode == 1, result.stderr
-    assert result.stderr.splitlines()[-1] == f"ggml-py: error: {path}: Permission denied", result.stderr
+    assert result.stderr.splitlines()[-1] == f"ggml-py: error: {path}: Permission denied", (
+        result.stderr
+    )
     assert "Traceback" not in result.stderr and not (tmp_path / "out.bin").exists()
 
 
@@ -213,16 +372,40 @@ def test_unreadable_files_are_one_line_runtime_errors(tmp_path, files, argv):
 def test_debug_shows_the_traceback_and_nothing_else_does(files):
     argv = [sys.executable, "-m", "ggml_py", "info", str(files / "text.txt")]
     plain = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
-    debug = subprocess.run(argv[:3] + ["--debug"] + argv[3:], capture_output=True, text=True, cwd=REPO)
-    assert plain.returncode == 1 and "Traceback" not in plain.stderr and len(plain.stderr.splitlines()) == 1
-    assert debug.returncode == 1 and debug.stderr.startswith("Traceback") and "ModelFileError" in debug.stderr
+    debug = subprocess.run(
+        argv[:3] + ["--debug"] + argv[3:], capture_output=True, text=True, cwd=REPO
+    )
+    assert (
+        plain.returncode == 1
+        and "Traceback" not in plain.stderr
+        and len(plain.stderr.splitlines()) == 1
+    )
+    assert (
+        debug.returncode == 1
+        and debug.stderr.startswith("Traceback")
+        and "ModelFileError" in debug.stderr
+    )
 
 
 @pytest.mark.skipif(os.name != "posix", reason="argv bytes are only passed through on POSIX")
 def test_prompt_bytes_that_are_not_utf8_are_a_usage_error_before_loading(files):
-    result = subprocess.run([sys.executable.encode(), b"-m", b"ggml_py", b"run", b"-m", os.fsencode(files / "model.bin"),
-                             b"-p", b"\xe2\x80"], capture_output=True, cwd=REPO)
+    result = subprocess.run(
+        [
+            sys.executable.encode(),
+            b"-m",
+            b"ggml_py",
+            b"run",
+            b"-m",
+            os.fsencode(files / "model.bin"),
+            b"-p",
+            b"\xe2\x80",
+        ],
+        capture_output=True,
+        cwd=REPO,
+    )
     assert result.returncode == 2 and result.stdout == b""
-    assert result.stderr.decode().splitlines()[-1] == \
-        "ggml-py run: error: argument -p/--prompt: not valid UTF-8 (byte 0xe2 at byte 0 of the argument)"
+    assert (
+        result.stderr.decode().splitlines()[-1]
+        == "ggml-py run: error: argument -p/--prompt: not valid UTF-8 (byte 0xe2 at byte 0 of the argument)"
+    )
     assert b"main: seed" not in result.stderr  # refused before anything ran

@@ -9,6 +9,7 @@ cores, even on a busy machine; ``scripts/fuzz.py`` runs the same campaigns for a
 coverage-guided with atheris when it is installed. Inputs that once crashed a target are replayed
 from tests/fixtures/crashers/<campaign>/.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,17 +21,24 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
-from hypothesis import strategies as st
-
 from conftest import REPO
 from fuzz import targets
 from fuzz.campaigns import CAMPAIGNS
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
 
 CRASHERS = REPO / "tests" / "fixtures" / "crashers"
 
 # Examples per campaign (about 30 s in all on an idle two-core machine), at most SECONDS each.
-BUDGET = {"model": 1400, "zip": 500, "pickle": 1600, "safetensors": 1000, "tokenizer": 700, "text": 1000, "ids": 1000}
+BUDGET = {
+    "model": 1400,
+    "zip": 500,
+    "pickle": 1600,
+    "safetensors": 1000,
+    "tokenizer": 700,
+    "text": 1000,
+    "ids": 1000,
+}
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +78,16 @@ def test_fuzz_campaign(workdir, campaign):
 
 
 def test_the_long_run_is_one_command():
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "fuzz.py"), "--seconds", "0.5", "ids"],
-                            capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "fuzz.py"), "--seconds", "0.5", "ids"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr
-    assert re.fullmatch(r"ids: [1-9]\d* examples in 0\.5 s, no crash\n", result.stdout), result.stdout
+    assert re.fullmatch(r"ids: [1-9]\d* examples in 0\.5 s, no crash\n", result.stdout), (
+        result.stdout
+    )
 
 
 def test_every_campaign_has_a_budget_or_runs_elsewhere():
@@ -86,10 +100,17 @@ def test_every_campaign_has_a_budget_or_runs_elsewhere():
 
 def crasher_cases():
     """(campaign, path) of each recorded crasher: ``crashers/<campaign>/<input file or folder>``."""
-    return sorted((folder.name, path) for folder in CRASHERS.iterdir() if folder.is_dir() for path in folder.iterdir())
+    return sorted(
+        (folder.name, path)
+        for folder in CRASHERS.iterdir()
+        if folder.is_dir()
+        for path in folder.iterdir()
+    )
 
 
-@pytest.mark.parametrize("campaign, path", crasher_cases(), ids=lambda value: getattr(value, "name", value))
+@pytest.mark.parametrize(
+    "campaign, path", crasher_cases(), ids=lambda value: getattr(value, "name", value)
+)
 def test_recorded_crashers_stay_fixed(workdir, campaign, path):
     if path.is_dir():  # a tokenizer folder
         targets.tokenizer_folder({file.name: file.read_bytes() for file in path.iterdir()}, workdir)

@@ -6,6 +6,7 @@ holds the complete file, and the ``.partial`` leftovers are removed by the next 
 disk is a file size limit (RLIMIT_FSIZE; Python ignores SIGXFSZ, so writes fail with EFBIG):
 one line on stderr naming the output, exit 1, no file left at all.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,15 +17,15 @@ import sys
 import time
 
 import pytest
-
-fcntl = pytest.importorskip("fcntl")  # POSIX: locks, SIGKILL and file size limits
-resource = pytest.importorskip("resource")
-
 from conftest import REPO, TINY_MODEL
+
 from ggml_py._atomic import STALE_AFTER, atomic_output
 from ggml_py.convert import convert_hf
 from ggml_py.formats import open_model
 from ggml_py.formats.quant import GGMLFileType
+
+fcntl = pytest.importorskip("fcntl")  # POSIX: locks, SIGKILL and file size limits
+resource = pytest.importorskip("resource")
 
 # Every output below is larger than this, so a write that has reached it is still going on.
 KILL_BEFORE_BYTES = 4_000_000
@@ -34,24 +35,53 @@ N_TENSORS = 25  # examples/tiny-gptj: 2 layers
 @pytest.fixture(scope="module")
 def f32_model(tmp_path_factory):
     """examples/tiny-gptj as an f32 ggml file (27 MB), the input of quantize."""
-    return convert_hf(TINY_MODEL, GGMLFileType.ALL_F32, tmp_path_factory.mktemp("input") / "f32.bin")
+    return convert_hf(
+        TINY_MODEL, GGMLFileType.ALL_F32, tmp_path_factory.mktemp("input") / "f32.bin"
+    )
 
 
 def commands(f32_model, out):
     return {
-        "convert": ["convert", str(TINY_MODEL), "--outtype", "f32", "--outfile", str(out), "--quiet"],
-        "convert-gguf": ["convert", str(TINY_MODEL), "--format", "gguf", "--outtype", "f16", "--outfile", str(out), "--quiet"],
+        "convert": [
+            "convert",
+            str(TINY_MODEL),
+            "--outtype",
+            "f32",
+            "--outfile",
+            str(out),
+            "--quiet",
+        ],
+        "convert-gguf": [
+            "convert",
+            str(TINY_MODEL),
+            "--format",
+            "gguf",
+            "--outtype",
+            "f16",
+            "--outfile",
+            str(out),
+            "--quiet",
+        ],
         "quantize": ["quantize", str(f32_model), str(out), "q8_0", "--quiet"],
     }
 
 
 def start(arguments, **options) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ggml_py", *arguments], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ggml_py", *arguments],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **options,
+    )
 
 
 def partials(folder, name):
-    return sorted(path for path in folder.iterdir() if path.name.startswith(f".{name}.") and path.name.endswith(".partial"))
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if path.name.startswith(f".{name}.") and path.name.endswith(".partial")
+    )
 
 
 def kill_while_writing(arguments, out, threshold: int) -> bool:
@@ -60,7 +90,11 @@ def kill_while_writing(arguments, out, threshold: int) -> bool:
     process = start(arguments)
     deadline = time.monotonic() + 60
     while threshold and process.poll() is None and time.monotonic() < deadline:
-        if any(path.stat().st_size >= threshold for path in partials(out.parent, out.name) if path.exists()):
+        if any(
+            path.stat().st_size >= threshold
+            for path in partials(out.parent, out.name)
+            if path.exists()
+        ):
             break
         time.sleep(0.001)
     process.send_signal(signal.SIGKILL)
@@ -148,7 +182,9 @@ def leftover(folder, name: str, age: float):
 
 def test_only_stale_unlocked_leftovers_of_the_same_target_are_removed(tmp_path):
     stale = leftover(tmp_path, ".out.bin.abcd1234.partial", 2 * STALE_AFTER)
-    fresh = leftover(tmp_path, ".out.bin.fresh123.partial", 0)  # its writer may not have locked it yet
+    fresh = leftover(
+        tmp_path, ".out.bin.fresh123.partial", 0
+    )  # its writer may not have locked it yet
     other_target = leftover(tmp_path, ".out.bin2.abcd1234.partial", 2 * STALE_AFTER)
     not_ours = leftover(tmp_path, ".out.bin.partial", 2 * STALE_AFTER)
     locked = leftover(tmp_path, ".out.bin.locked12.partial", 2 * STALE_AFTER)

@@ -1,4 +1,5 @@
 """``ggml-py run``: ggml gpt-j's flags, streamed text on stdout, ggml's timing block on stderr."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
-from ggml_py.cli import main
 from test_model import byte_model_file, write_model_file
+
+from ggml_py.cli import main
 
 TIMING_LINES = [
     r"main: mem per token = [ \d]{8,} bytes",
@@ -47,15 +48,37 @@ def run(capsys, *args):
 def test_greedy_run_on_the_f16_file_prints_hugging_faces_continuation(peer, expected, prompt_index):
     prompt = expected["prompts"][prompt_index]
     result = subprocess.run(
-        [sys.executable, "-m", "ggml_py", "run", "-m", str(peer / "tiny-gptj" / "ggml-model-f16.bin"),
-         "-p", prompt["text"], "-n", "24", "--top_k", "1", "-s", "1", "-t", "2", "--backend", "blocked-f16"],
-        capture_output=True, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "ggml_py",
+            "run",
+            "-m",
+            str(peer / "tiny-gptj" / "ggml-model-f16.bin"),
+            "-p",
+            prompt["text"],
+            "-n",
+            "24",
+            "--top_k",
+            "1",
+            "-s",
+            "1",
+            "-t",
+            "2",
+            "--backend",
+            "blocked-f16",
+        ],
+        capture_output=True,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode("utf-8") == prompt["text"] + prompt["hf_greedy_text"]
 
 
 def test_timing_block_uses_ggml_formats_and_counts_like_ggml(capsys, byte_model_path):
-    code, out, err = run(capsys, "-m", byte_model_path, "-p", "Hello", "-n", "4", "-s", "3", "--ignore-eos")
+    code, out, err = run(
+        capsys, "-m", byte_model_path, "-p", "Hello", "-n", "4", "-s", "3", "--ignore-eos"
+    )
     assert code == 0 and out.startswith("Hello")
     lines = err.splitlines()
     assert "main: seed = 3" in lines and "main: number of tokens in prompt = 5" in lines
@@ -63,41 +86,56 @@ def test_timing_block_uses_ggml_formats_and_counts_like_ggml(capsys, byte_model_
     for line, pattern in zip(block, TIMING_LINES):
         assert re.fullmatch(pattern, line), line
     predict, per_token = map(float, re.findall(r"(\d+\.\d\d) ms", block[3]))
-    assert per_token == pytest.approx(predict / (5 + 4 - 1), abs=0.006)   # n_past: last token never evaluated
+    assert per_token == pytest.approx(
+        predict / (5 + 4 - 1), abs=0.006
+    )  # n_past: last token never evaluated
 
 
 def test_same_seed_same_output(capsys, byte_model_path):
-    outputs = [run(capsys, "-m", byte_model_path, "-p", "Hi", "-s", seed, "--ignore-eos")[1] for seed in (5, 5, 6)]
+    outputs = [
+        run(capsys, "-m", byte_model_path, "-p", "Hi", "-s", seed, "--ignore-eos")[1]
+        for seed in (5, 5, 6)
+    ]
     assert outputs[0] == outputs[1] != outputs[2]
     assert outputs[0].startswith("Hi")
 
 
 def test_end_of_text_stops_the_run_unless_ignored(capsys, eos_model_path):
     assert run(capsys, "-m", eos_model_path, "-p", "Hi", "-n", "5")[1] == "Hi<|endoftext|>"
-    assert run(capsys, "-m", eos_model_path, "-p", "Hi", "-n", "3", "--ignore-eos")[1] == "Hi" + "<|endoftext|>" * 3
+    assert (
+        run(capsys, "-m", eos_model_path, "-p", "Hi", "-n", "3", "--ignore-eos")[1]
+        == "Hi" + "<|endoftext|>" * 3
+    )
 
 
 def test_generation_stops_cleanly_at_the_context_limit(capsys, eos_model_path):
-    code, out, err = run(capsys, "-m", eos_model_path, "-p", "0123456789", "-n", "100", "--ignore-eos")
+    code, out, err = run(
+        capsys, "-m", eos_model_path, "-p", "0123456789", "-n", "100", "--ignore-eos"
+    )
     assert code == 0
-    assert out == "0123456789" + "<|endoftext|>" * 2                   # 12 positions in all
+    assert out == "0123456789" + "<|endoftext|>" * 2  # 12 positions in all
 
 
 def test_prompt_longer_than_the_context_is_a_one_line_error(capsys, eos_model_path):
     code, out, err = run(capsys, "-m", eos_model_path, "-p", "0123456789abc")
     assert code == 1 and out == ""
     error_lines = [line for line in err.splitlines() if line.startswith("ggml-py: error:")]
-    assert error_lines == [f"ggml-py: error: {eos_model_path}: the prompt has 13 tokens but the context holds 12"]
+    assert error_lines == [
+        f"ggml-py: error: {eos_model_path}: the prompt has 13 tokens but the context holds 12"
+    ]
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--top_p", "1.5"], "top_p must be in (0, 1], got 1.5"),
-    (["--temp", "0"], "temperature must be a positive number, got 0.0"),
-    (["--top_k", "0"], "top_k must be at least 1, got 0"),
-    (["--repeat-penalty", "-1"], "repeat_penalty must be a positive number, got -1.0"),
-    (["-b", "0"], "--batch_size must be at least 1, got 0"),
-    (["-t", "0"], "--threads must be at least 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--top_p", "1.5"], "top_p must be in (0, 1], got 1.5"),
+        (["--temp", "0"], "temperature must be a positive number, got 0.0"),
+        (["--top_k", "0"], "top_k must be at least 1, got 0"),
+        (["--repeat-penalty", "-1"], "repeat_penalty must be a positive number, got -1.0"),
+        (["-b", "0"], "--batch_size must be at least 1, got 0"),
+        (["-t", "0"], "--threads must be at least 1, got 0"),
+    ],
+)
 def test_invalid_values_are_one_line_errors(capsys, byte_model_path, flags, message):
     code, out, err = run(capsys, "-m", byte_model_path, "-p", "x", *flags)
     assert code == 1 and out == ""
@@ -107,13 +145,26 @@ def test_invalid_values_are_one_line_errors(capsys, byte_model_path, flags, mess
 def test_file_text_is_appended_without_its_trailing_newline(capsys, eos_model_path, tmp_path):
     prompt_file = tmp_path / "prompt.txt"
     prompt_file.write_text("cd\n")
-    assert run(capsys, "-m", eos_model_path, "-p", "ab", "-f", prompt_file)[1] == "abcd<|endoftext|>"
+    assert (
+        run(capsys, "-m", eos_model_path, "-p", "ab", "-f", prompt_file)[1] == "abcd<|endoftext|>"
+    )
 
 
 def test_empty_prompt_becomes_ggmls_random_prompt_chosen_by_the_seed(capsys, eos_model_path):
     golden = json.loads((REPO / "tests" / "fixtures" / "sampling" / "libstdcxx.json").read_text())
-    first_output = golden["mt19937_first_outputs"]["42"][0]       # std::mt19937(42)() from libstdc++
-    prompts = ["So", "Once upon a time", "When", "The", "After", "If", "import", "He", "She", "They"]
+    first_output = golden["mt19937_first_outputs"]["42"][0]  # std::mt19937(42)() from libstdc++
+    prompts = [
+        "So",
+        "Once upon a time",
+        "When",
+        "The",
+        "After",
+        "If",
+        "import",
+        "He",
+        "She",
+        "They",
+    ]
     out = run(capsys, "-m", eos_model_path, "-s", "42", "-n", "1")[1]
     assert out == prompts[first_output % 10] + "<|endoftext|>"
 
@@ -125,22 +176,43 @@ def test_zero_tokens_prints_the_prompt_only(capsys, byte_model_path):
 
 def test_repeat_penalty_changes_greedy_output(capsys, byte_model_path):
     plain = run(capsys, "-m", byte_model_path, "-p", "aaaa", "--top_k", "1", "--ignore-eos")[1]
-    penalised = run(capsys, "-m", byte_model_path, "-p", "aaaa", "--top_k", "1", "--ignore-eos",
-                    "--repeat-penalty", "1000")[1]
+    penalised = run(
+        capsys,
+        "-m",
+        byte_model_path,
+        "-p",
+        "aaaa",
+        "--top_k",
+        "1",
+        "--ignore-eos",
+        "--repeat-penalty",
+        "1000",
+    )[1]
     assert plain != penalised
 
 
 def test_convert_and_run_example_prints_hugging_faces_greedy_text(expected):
-    result = subprocess.run([sys.executable, str(REPO / "examples" / "convert_and_run.py")],
-                            capture_output=True, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "convert_and_run.py")],
+        capture_output=True,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr.decode()
     prompt = expected["prompts"][0]
     assert result.stdout.decode("utf-8") == prompt["text"] + prompt["hf_greedy_text"] + "\n"
 
 
 def test_streaming_example_runs(byte_model_path):
-    result = subprocess.run([sys.executable, str(REPO / "examples" / "stream_from_python.py"),
-                             str(byte_model_path), "abc"], capture_output=True, cwd=REPO)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "stream_from_python.py"),
+            str(byte_model_path),
+            "abc",
+        ],
+        capture_output=True,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr.decode()
     lines = result.stdout.decode("utf-8", errors="replace").splitlines()
     assert lines[0].startswith("abc") and lines[-1].startswith("greedy next tokens: ")

@@ -4,14 +4,15 @@
 with g++ (libstdc++ 12): ``std::mt19937`` outputs, ``std::generate_canonical`` values,
 ``std::discrete_distribution`` draws, and ggml's top-k/top-p sampler run on fixed logits.
 """
+
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from ggml_py.errors import GgmlPyError
 from ggml_py.sampling import (
     MT19937,
@@ -49,11 +50,16 @@ def test_discrete_draws_and_consumed_outputs_match_libstdcxx(case):
     assert int(rng.next_uint32()[0]) == case["next_output"]
 
 
-@pytest.mark.parametrize("case", GOLDEN["sampler"], ids=lambda c: f"k{c['top_k']}-p{c['top_p']}-t{c['temp']}")
+@pytest.mark.parametrize(
+    "case", GOLDEN["sampler"], ids=lambda c: f"k{c['top_k']}-p{c['top_p']}-t{c['temp']}"
+)
 def test_sampler_picks_the_same_tokens_as_the_cpp_sampler(case):
     logits = np.array(GOLDEN["logits"], dtype=np.float32)
     rng = MT19937(case["seed"])
-    ids = [sample_top_k_top_p(logits, case["top_k"], case["top_p"], case["temp"], rng) for _ in range(30)]
+    ids = [
+        sample_top_k_top_p(logits, case["top_k"], case["top_p"], case["temp"], rng)
+        for _ in range(30)
+    ]
     assert ids == case["ids"]
     assert int(rng.next_uint32()[0]) == case["next_output"]
 
@@ -77,7 +83,7 @@ def test_repeat_penalty_divides_positive_and_multiplies_negative_logits_once_per
     logits = np.array([2.0, -2.0, 1.0, 4.0], dtype=np.float32)
     out = apply_repeat_penalty(logits, [0, 1, 1, 1], 2.0)
     assert out.tolist() == [1.0, -4.0, 1.0, 4.0]
-    assert logits.tolist() == [2.0, -2.0, 1.0, 4.0]            # the input is not modified
+    assert logits.tolist() == [2.0, -2.0, 1.0, 4.0]  # the input is not modified
     assert apply_repeat_penalty(logits, [0], 1.0) is logits
 
 
@@ -85,21 +91,24 @@ def test_sampler_penalises_only_the_last_repeat_last_n_tokens():
     logits = np.array([3.0, 2.0, 0.0], dtype=np.float32)
     settings = SamplingSettings(top_k=1, repeat_last_n=2, repeat_penalty=10.0)
     sampler = Sampler(settings, seed=0)
-    assert sampler.sample(logits, history=[0, 2, 2]) == 0        # token 0 is 3 tokens back: free
-    assert sampler.sample(logits, history=[2, 0]) == 1           # token 0 penalised to 0.3
+    assert sampler.sample(logits, history=[0, 2, 2]) == 0  # token 0 is 3 tokens back: free
+    assert sampler.sample(logits, history=[2, 0]) == 1  # token 0 penalised to 0.3
     no_penalty = Sampler(SamplingSettings(top_k=1, repeat_last_n=0, repeat_penalty=10.0), seed=0)
     assert no_penalty.sample(logits, history=[0]) == 0
 
 
-@pytest.mark.parametrize("settings, message", [
-    (SamplingSettings(top_k=0), "top_k"),
-    (SamplingSettings(top_p=0.0), "top_p"),
-    (SamplingSettings(top_p=1.5), "top_p"),
-    (SamplingSettings(temperature=0.0), "temperature"),
-    (SamplingSettings(temperature=float("nan")), "temperature"),
-    (SamplingSettings(repeat_last_n=-1), "repeat_last_n"),
-    (SamplingSettings(repeat_penalty=0.0), "repeat_penalty"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (SamplingSettings(top_k=0), "top_k"),
+        (SamplingSettings(top_p=0.0), "top_p"),
+        (SamplingSettings(top_p=1.5), "top_p"),
+        (SamplingSettings(temperature=0.0), "temperature"),
+        (SamplingSettings(temperature=float("nan")), "temperature"),
+        (SamplingSettings(repeat_last_n=-1), "repeat_last_n"),
+        (SamplingSettings(repeat_penalty=0.0), "repeat_penalty"),
+    ],
+)
 def test_invalid_settings_are_one_line_errors(settings, message):
     with pytest.raises(GgmlPyError, match=message) as error:
         settings.check()

@@ -4,6 +4,7 @@ Golden data: ``tests/fixtures/tokenizer/*.jsonl`` (GPT2TokenizerFast, written by
 scripts/make_tokenizer_corpus.py), ggml's ``gpt-j.txt`` test vectors and ggml's converted model
 file in ``../shared/peer``.
 """
+
 from __future__ import annotations
 
 import doctest
@@ -41,7 +42,10 @@ def pretrained(tiny_model_dir) -> Tokenizer:
 
 def hf_token_list(folder: Path) -> list:
     """id -> bytes for vocab.json plus added_tokens.json, as a model file would store them."""
-    entries = {**json.loads((folder / "vocab.json").read_text()), **json.loads((folder / "added_tokens.json").read_text())}
+    entries = {
+        **json.loads((folder / "vocab.json").read_text()),
+        **json.loads((folder / "added_tokens.json").read_text()),
+    }
     tokens = [b""] * (max(entries.values()) + 1)
     for token, token_id in entries.items():
         tokens[token_id] = token_to_bytes(token)
@@ -114,8 +118,25 @@ def test_ggml_test_vectors(any_tokenizer, peer):
 def test_corpus_covers_the_issue():
     texts = [row["text"] for row in CORPUS]
     assert len(texts) >= 2000
-    for needle in ["\r\n", "\t", "'S", "'LL", "😀", "\u200d", "日", "ع", "न", "\u0301", "\U0001d407", "\x00",
-                   "\ufffd", "<|endoftext|>", "<|extratoken_", "https://", "3.14"]:
+    for needle in [
+        "\r\n",
+        "\t",
+        "'S",
+        "'LL",
+        "😀",
+        "\u200d",
+        "日",
+        "ع",
+        "न",
+        "\u0301",
+        "\U0001d407",
+        "\x00",
+        "\ufffd",
+        "<|endoftext|>",
+        "<|extratoken_",
+        "https://",
+        "3.14",
+    ]:
         assert any(needle in text for text in texts), needle
 
 
@@ -126,7 +147,14 @@ def test_corpus_ids_match_hugging_face(any_tokenizer):
 
 def test_reference_examples(pretrained):
     # tokenizer.md section 6: Hugging Face's ids for added tokens, spaces and multi-byte text
-    assert pretrained.encode("x <|extratoken_10|> y<|extratoken_1|>0") == [87, 220, 50266, 331, 50257, 15]
+    assert pretrained.encode("x <|extratoken_10|> y<|extratoken_1|>0") == [
+        87,
+        220,
+        50266,
+        331,
+        50257,
+        15,
+    ]
     assert pretrained.encode("Hello <|endoftext|>") == [15496, 220, 50256]
     assert pretrained.encode("café naïve 😀") == [66, 1878, 2634, 41492, 30325, 222]
 
@@ -148,7 +176,9 @@ def test_from_vocab_with_explicit_added_tokens(tiny_model_dir):
     only_eos = Tokenizer.from_vocab(tokens, added_token_ids=[ENDOFTEXT_ID])
     assert only_eos.encode("<|endoftext|>") == [ENDOFTEXT_ID]
     # not an added token any more, so spelled out by BPE like the OpenAI encoder does
-    assert only_eos.encode("<|extratoken_1|>") == Tokenizer.from_vocab(tokens[:ENDOFTEXT_ID]).encode("<|extratoken_1|>")
+    assert only_eos.encode("<|extratoken_1|>") == Tokenizer.from_vocab(
+        tokens[:ENDOFTEXT_ID]
+    ).encode("<|extratoken_1|>")
     assert len(only_eos.encode("<|extratoken_1|>")) > 1
 
 
@@ -210,8 +240,21 @@ def test_escape_token_is_readable_and_unambiguous():
 
 # --------------------------------------------------------------------- properties (hypothesis)
 
-ADDED_FRAGMENTS = ["<|endoftext|>", "<|extratoken_1|>", "<|extratoken_14|>", "<|", "|>", "'s", "'S", " ", "\r\n", "\u00a0"]
-texts_with_added_tokens = st.lists(st.one_of(st.text(max_size=20), st.sampled_from(ADDED_FRAGMENTS)), max_size=8).map("".join)
+ADDED_FRAGMENTS = [
+    "<|endoftext|>",
+    "<|extratoken_1|>",
+    "<|extratoken_14|>",
+    "<|",
+    "|>",
+    "'s",
+    "'S",
+    " ",
+    "\r\n",
+    "\u00a0",
+]
+texts_with_added_tokens = st.lists(
+    st.one_of(st.text(max_size=20), st.sampled_from(ADDED_FRAGMENTS)), max_size=8
+).map("".join)
 
 
 @settings(max_examples=300, deadline=None)
@@ -246,7 +289,13 @@ def test_lone_surrogate_is_an_error(pretrained):
 
 @pytest.fixture
 def folder_copy(tiny_model_dir, tmp_path) -> Path:
-    for name in ("vocab.json", "merges.txt", "added_tokens.json", "special_tokens_map.json", "tokenizer_config.json"):
+    for name in (
+        "vocab.json",
+        "merges.txt",
+        "added_tokens.json",
+        "special_tokens_map.json",
+        "tokenizer_config.json",
+    ):
         shutil.copy(tiny_model_dir / name, tmp_path / name)
     return tmp_path
 
@@ -281,19 +330,45 @@ def replace_in(path: Path, old: str, new: str) -> None:
     [
         (lambda f: (f / "vocab.json").unlink(), "no vocab.json"),
         (lambda f: (f / "merges.txt").unlink(), "no merges.txt"),
-        (lambda f: (f / "vocab.json").write_text("[1, 2]"), "vocab.json: expected a JSON object, found list"),
+        (
+            lambda f: (f / "vocab.json").write_text("[1, 2]"),
+            "vocab.json: expected a JSON object, found list",
+        ),
         (lambda f: (f / "vocab.json").write_text('{"a": '), "vocab.json: not valid JSON"),
         (lambda f: (f / "vocab.json").write_bytes(b'{"\xff": 1}'), "vocab.json: not UTF-8 text"),
         (lambda f: replace_in(f / "vocab.json", '"!": 0', '"!": -3'), "token '!' has id -3"),
-        (lambda f: replace_in(f / "vocab.json", '"!": 0', '"! x": 0'), "vocab.json: token '! x' has character ' '"),
-        (lambda f: replace_in(f / "vocab.json", '"!": 0', '"!~!~!~!~": 0'), "no token for byte 0x21"),
-        (lambda f: replace_in(f / "merges.txt", "\u0120 t\n", "\u0120 t x\n"), "merges.txt: line 2: expected two tokens"),
-        (lambda f: replace_in(f / "merges.txt", "\u0120 t\n", "\n"), "merges.txt: line 2: expected two tokens"),
-        (lambda f: replace_in(f / "merges.txt", "\u0120 t\n", "\u0120 \u0120\n"), "merge 0 .* not in the vocabulary"),
-        (lambda f: replace_in(f / "vocab.json", '"!": 0', '"!": 50257'),
-         "vocab.json: ids are not 0..50256, so added token '<|extratoken_1|>' has no free id"),
-        (lambda f: replace_in(f / "tokenizer_config.json", '"add_prefix_space"', '"added_tokens_decoder": {"x": 1}, "a"'),
-         "tokenizer_config.json: added_tokens_decoder entry 'x' is not an id with a token"),
+        (
+            lambda f: replace_in(f / "vocab.json", '"!": 0', '"! x": 0'),
+            "vocab.json: token '! x' has character ' '",
+        ),
+        (
+            lambda f: replace_in(f / "vocab.json", '"!": 0', '"!~!~!~!~": 0'),
+            "no token for byte 0x21",
+        ),
+        (
+            lambda f: replace_in(f / "merges.txt", "\u0120 t\n", "\u0120 t x\n"),
+            "merges.txt: line 2: expected two tokens",
+        ),
+        (
+            lambda f: replace_in(f / "merges.txt", "\u0120 t\n", "\n"),
+            "merges.txt: line 2: expected two tokens",
+        ),
+        (
+            lambda f: replace_in(f / "merges.txt", "\u0120 t\n", "\u0120 \u0120\n"),
+            "merge 0 .* not in the vocabulary",
+        ),
+        (
+            lambda f: replace_in(f / "vocab.json", '"!": 0', '"!": 50257'),
+            "vocab.json: ids are not 0..50256, so added token '<|extratoken_1|>' has no free id",
+        ),
+        (
+            lambda f: replace_in(
+                f / "tokenizer_config.json",
+                '"add_prefix_space"',
+                '"added_tokens_decoder": {"x": 1}, "a"',
+            ),
+            "tokenizer_config.json: added_tokens_decoder entry 'x' is not an id with a token",
+        ),
     ],
 )
 def test_bad_tokenizer_files(folder_copy, damage, message):

@@ -1,4 +1,5 @@
 """``ggml-py tokenize``: ids and pieces from a Hugging Face folder or a ggml model file."""
+
 from __future__ import annotations
 
 import os
@@ -6,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
+
 from ggml_py.cli import main
 
 # Ids below are GPT2TokenizerFast's (transformers 5.24, examples/tiny-gptj); "Hello, my name is" is
@@ -42,8 +43,18 @@ def test_show_prints_each_piece(tiny_model_dir, capsys):
 @pytest.mark.skipif(os.name != "posix", reason="argv bytes are only passed through on POSIX")
 def test_invalid_utf8_argument_becomes_replacement_character(tiny_model_dir):
     result = subprocess.run(
-        [sys.executable.encode(), b"-m", b"ggml_py", b"tokenize", os.fsencode(tiny_model_dir), b"-p", b"a\xffb", b"--show"],
-        capture_output=True, cwd=REPO,
+        [
+            sys.executable.encode(),
+            b"-m",
+            b"ggml_py",
+            b"tokenize",
+            os.fsencode(tiny_model_dir),
+            b"-p",
+            b"a\xffb",
+            b"--show",
+        ],
+        capture_output=True,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().splitlines() == ["64\t'a'", "4210\t'\ufffd'", "65\t'b'"]
@@ -52,7 +63,9 @@ def test_invalid_utf8_argument_becomes_replacement_character(tiny_model_dir):
 def test_folder_without_tokenizer_is_a_one_line_error(tmp_path, capsys):
     assert main(["tokenize", str(tmp_path), "-p", "x"]) == 1
     error = capsys.readouterr().err
-    assert error == f"ggml-py: error: {tmp_path}: no vocab.json: not a GPT-2/GPT-J tokenizer folder\n"
+    assert (
+        error == f"ggml-py: error: {tmp_path}: no vocab.json: not a GPT-2/GPT-J tokenizer folder\n"
+    )
 
 
 def test_missing_model_is_a_usage_error(tmp_path, capsys):

@@ -4,6 +4,7 @@
 point (written by scripts/make_tokenizer_corpus.py); ggml_py/_tokenizer_unicode.py was generated
 independently from the Unicode 16.0 character database.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,9 @@ import pytest
 from ggml_py import _tokenizer_unicode as classes
 from ggml_py.tokenizer import pretokenize
 
-CLASS_RUNS = json.loads((Path(__file__).parent / "fixtures" / "tokenizer" / "char_classes.json").read_text())
+CLASS_RUNS = json.loads(
+    (Path(__file__).parent / "fixtures" / "tokenizer" / "char_classes.json").read_text()
+)
 END = 0x110000
 SURROGATES = range(0xD800, 0xE000)
 
@@ -25,7 +28,9 @@ def position(code_point: int) -> int:
     return code_point - len(SURROGATES) if code_point >= SURROGATES.stop else code_point
 
 
-EVERYTHING = "".join(map(chr, range(SURROGATES.start))) + "".join(map(chr, range(SURROGATES.stop, END)))
+EVERYTHING = "".join(map(chr, range(SURROGATES.start))) + "".join(
+    map(chr, range(SURROGATES.stop, END))
+)
 
 
 def hugging_face_spans(name: str) -> list:
@@ -60,10 +65,17 @@ PROBES = {"letter": "a", "number": "1", "other": "!", "whitespace": "\t"}
 def test_pretokenizer_at_every_class_boundary():
     """The probes the fixture was made with, at the first and last code point of every run."""
     boundaries = [(first, run_class) for first, run_class in CLASS_RUNS]
-    boundaries += [(following - 1, run_class) for (_, run_class), (following, _) in zip(CLASS_RUNS, CLASS_RUNS[1:])]
+    boundaries += [
+        (following - 1, run_class)
+        for (_, run_class), (following, _) in zip(CLASS_RUNS, CLASS_RUNS[1:])
+    ]
     for code_point, run_class in boundaries:
         if code_point in SURROGATES:
             continue
         for probe_class, probe in PROBES.items():
             pieces = pretokenize(probe + chr(code_point))
-            assert (len(pieces) == 1) == (probe_class == run_class), (hex(code_point), run_class, probe_class)
+            assert (len(pieces) == 1) == (probe_class == run_class), (
+                hex(code_point),
+                run_class,
+                probe_class,
+            )

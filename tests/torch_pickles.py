@@ -8,11 +8,12 @@ streams, and the benchmark's 2 GB file. The layout follows torch's own pickles: 
 >>> state_dict({"w": tensor("HalfStorage", "0", 4, (2, 2), (2, 1))})[:2]
 b'\\x80\\x02'
 """
+
 from __future__ import annotations
 
 import struct
 import zipfile
-from typing import Dict, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 
 def op_global(module: str, name: str) -> bytes:
@@ -35,9 +36,24 @@ def op_tuple(items: Sequence[bytes]) -> bytes:
     return b"(" + b"".join(items) + b"t"
 
 
-def tensor(storage_class: str, key: str, numel: int, shape: Sequence[int], strides: Sequence[int], offset: int = 0) -> bytes:
+def tensor(
+    storage_class: str,
+    key: str,
+    numel: int,
+    shape: Sequence[int],
+    strides: Sequence[int],
+    offset: int = 0,
+) -> bytes:
     """One ``_rebuild_tensor_v2`` call on storage ``data/<key>`` of ``numel`` elements."""
-    storage_id = op_tuple([op_str("storage"), op_global("torch", storage_class), op_str(key), op_str("cpu"), op_int(numel)])
+    storage_id = op_tuple(
+        [
+            op_str("storage"),
+            op_global("torch", storage_class),
+            op_str(key),
+            op_str("cpu"),
+            op_int(numel),
+        ]
+    )
     hooks = op_global("collections", "OrderedDict") + b")R"
     arguments = [
         storage_id + b"Q",
@@ -50,13 +66,15 @@ def tensor(storage_class: str, key: str, numel: int, shape: Sequence[int], strid
     return op_global("torch._utils", "_rebuild_tensor_v2") + op_tuple(arguments) + b"R"
 
 
-def state_dict(entries: Dict[str, bytes]) -> bytes:
+def state_dict(entries: dict[str, bytes]) -> bytes:
     """A protocol-2 pickle of a dict name -> object (each object already encoded)."""
     items = b"".join(op_str(name) + value for name, value in entries.items())
     return b"\x80\x02}(" + items + b"u."
 
 
-def torch_zip(path, data_pkl: bytes, records: Dict[str, Iterable[bytes]], prefix: str = "archive") -> None:
+def torch_zip(
+    path, data_pkl: bytes, records: dict[str, Iterable[bytes]], prefix: str = "archive"
+) -> None:
     """A zip archive laid out like torch's: data.pkl, byteorder, then data/<key> records,
     each written from its chunks (so a record can be larger than memory)."""
     with zipfile.ZipFile(path, "w") as archive:

@@ -9,9 +9,11 @@ Check it with the conformance suite::
     pip install ./examples/custom_backend
     pytest --pyargs ggml_py.conformance --backend example-float64
 """
+
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -23,18 +25,22 @@ class Float64Backend(Float32Ops):
     name = "example-float64"
     description = "example out-of-tree backend: weights and matrix products in float64"
 
-    def __init__(self, n_threads: Optional[int] = None):
+    def __init__(self, n_threads: int | None = None):
         self.n_threads = n_threads  # single-threaded; accepted because every backend takes it
 
-    def prepare(self, path: str, tensors: Mapping[str, TensorRecord]) -> Dict[str, Any]:
+    def prepare(self, path: str, tensors: Mapping[str, TensorRecord]) -> dict[str, Any]:
         # the records' bytes are read-only and unaligned: keep our own float64 copies
-        return {name: dequantize(t.data, t.type, t.shape).astype(np.float64)
-                for name, t in tensors.items()}
+        return {
+            name: dequantize(t.data, t.type, t.shape).astype(np.float64)
+            for name, t in tensors.items()
+        }
 
     def embedding(self, table: np.ndarray, ids: np.ndarray) -> np.ndarray:
         return table[ids].astype(np.float32)
 
-    def linear(self, x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None) -> np.ndarray:
+    def linear(
+        self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None
+    ) -> np.ndarray:
         y = x.astype(np.float64) @ weight.T
         if bias is not None:
             y += bias

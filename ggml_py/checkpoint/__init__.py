@@ -6,10 +6,10 @@ pickle code. See ``spec/checkpoints.md`` for what is accepted and why.
 >>> checkpoint["transformer.h.0.attn.q_proj.weight"].shape
 (64, 64)
 """
+
 from __future__ import annotations
 
 import os
-from typing import Dict
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from ggml_py.checkpoint._tensor import Checkpoint, LazyTensor
 __all__ = ["Checkpoint", "LazyTensor", "load_state_dict", "open_checkpoint"]
 
 
-def open_checkpoint(path: "str | os.PathLike[str]") -> Checkpoint:
+def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Open a checkpoint file (torch zip or legacy ``.bin/.pt/.pth``, ``.safetensors``) or a
     Hugging Face folder (single file or shards listed by ``*.index.json``, safetensors preferred).
 
@@ -30,6 +30,6 @@ def open_checkpoint(path: "str | os.PathLike[str]") -> Checkpoint:
     return Checkpoint(path, read_path(path))
 
 
-def load_state_dict(path: "str | os.PathLike[str]") -> Dict[str, np.ndarray]:
+def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Every tensor of ``open_checkpoint(path)`` as a NumPy array, in the file's order."""
     return {name: tensor.numpy() for name, tensor in open_checkpoint(path).items()}

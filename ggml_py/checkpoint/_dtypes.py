@@ -5,6 +5,7 @@ for ``_rebuild_tensor_v3``, the dtype itself (``torch float8_e4m3fn``). safetens
 with a short code (``F16``). All three map to one NumPy dtype; types without an exact NumPy
 equivalent (quantized, complex32, sub-byte floats) are absent, so they are refused.
 """
+
 from __future__ import annotations
 
 import ml_dtypes

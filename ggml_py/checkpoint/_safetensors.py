@@ -4,12 +4,12 @@ Checked as strictly as the reference (Rust) reader: header size limit, UTF-8 JSO
 no duplicate names, known dtypes, byte ranges that tile the data buffer exactly from its start
 to the end of the file, and sizes that match shape x dtype.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import struct
-from typing import Dict, List, Tuple
 
 from ggml_py.checkpoint._dtypes import SAFETENSORS_DTYPES, TORCH_DTYPES
 from ggml_py.checkpoint._tensor import LazyTensor, MappedStorage, describe
@@ -29,7 +29,7 @@ def looks_like_safetensors(head: bytes) -> bool:
     return length <= MAX_HEADER_SIZE and head[8:].lstrip(b" \t\r\n")[:1] in (b"{", b"")
 
 
-def read_safetensors(path: str, file_size: int) -> Dict[str, LazyTensor]:
+def read_safetensors(path: str, file_size: int) -> dict[str, LazyTensor]:
     """The tensors of a safetensors file, in the order of their data in the file."""
     with open(path, "rb") as file:
         prefix = file.read(_LENGTH.size)
@@ -37,11 +37,16 @@ def read_safetensors(path: str, file_size: int) -> Dict[str, LazyTensor]:
             raise CheckpointError(path, "safetensors header too small", 0)
         (length,) = _LENGTH.unpack(prefix)
         if length > MAX_HEADER_SIZE:
-            raise CheckpointError(path, f"safetensors header of {length} bytes is larger than {MAX_HEADER_SIZE}", 0)
+            raise CheckpointError(
+                path, f"safetensors header of {length} bytes is larger than {MAX_HEADER_SIZE}", 0
+            )
         if length > file_size - _LENGTH.size:
-            raise CheckpointError(path, f"safetensors header of {length} bytes runs past the end of the file", 0)
+            raise CheckpointError(
+                path, f"safetensors header of {length} bytes runs past the end of the file", 0
+            )
         header = _parse_header(path, file.read(length))
     data_start = HEADER_START + length
+
     # Problems in the header point at its start, problems with the data at the bytes concerned
     # (or the end of the file, for ranges beyond it).
     def at(data_offset: int) -> int:
@@ -67,15 +72,17 @@ def read_safetensors(path: str, file_size: int) -> Dict[str, LazyTensor]:
         storage = MappedStorage(path, data_start + begin, end - begin, file_size)
         tensors[name] = LazyTensor(name, storage, dtype, shape)
     if data_start + expected != file_size:
-        reason = f"the tensors cover {expected} data bytes but the file holds {file_size - data_start}"
+        reason = (
+            f"the tensors cover {expected} data bytes but the file holds {file_size - data_start}"
+        )
         raise CheckpointError(path, reason, at(expected))
     return tensors
 
 
 def _parse_header(path: str, raw: bytes) -> dict:
-    duplicated: List[str] = []
+    duplicated: list[str] = []
 
-    def unique(pairs: List[Tuple[str, object]]) -> dict:
+    def unique(pairs: list[tuple[str, object]]) -> dict:
         result = dict(pairs)
         if len(result) != len(pairs):
             seen = set()
@@ -91,26 +98,35 @@ def _parse_header(path: str, raw: bytes) -> dict:
         header = json.loads(text, object_pairs_hook=unique)
     except UnicodeDecodeError as error:
         where = HEADER_START + error.start
-        raise CheckpointError(path, "safetensors header is not valid JSON: not UTF-8", where) from None
+        raise CheckpointError(
+            path, "safetensors header is not valid JSON: not UTF-8", where
+        ) from None
     except json.JSONDecodeError as error:  # .pos counts characters
         where = HEADER_START + len(text[: error.pos].encode())
-        raise CheckpointError(path, f"safetensors header is not valid JSON: {error.msg}", where) from None
+        raise CheckpointError(
+            path, f"safetensors header is not valid JSON: {error.msg}", where
+        ) from None
     except (ValueError, RecursionError) as error:  # numbers too long to convert, nesting too deep
         reason = f"safetensors header is not valid JSON: {type(error).__name__}"
         raise CheckpointError(path, reason, HEADER_START) from None
     if duplicated:
-        raise CheckpointError(path, f"safetensors header has the name {describe(duplicated[0])} twice", HEADER_START)
+        raise CheckpointError(
+            path, f"safetensors header has the name {describe(duplicated[0])} twice", HEADER_START
+        )
     if not isinstance(header, dict):
         raise CheckpointError(path, "safetensors header is not a JSON object", HEADER_START)
     metadata = header.get("__metadata__")
     if metadata is not None and (
-        not isinstance(metadata, dict) or not all(isinstance(value, str) for value in metadata.values())
+        not isinstance(metadata, dict)
+        or not all(isinstance(value, str) for value in metadata.values())
     ):
-        raise CheckpointError(path, "safetensors __metadata__ must map strings to strings", HEADER_START)
+        raise CheckpointError(
+            path, "safetensors __metadata__ must map strings to strings", HEADER_START
+        )
     return header
 
 
-def _entry(path: str, name: str, entry: object) -> Tuple[str, list, int, int]:
+def _entry(path: str, name: str, entry: object) -> tuple[str, list, int, int]:
     def refused(reason: str) -> CheckpointError:
         return CheckpointError(path, f"tensor {name!r}: {reason}", HEADER_START)
 

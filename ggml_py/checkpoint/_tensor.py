@@ -4,14 +4,14 @@ A *storage* is a run of bytes in a file (a torch ``data/<key>`` record, a legacy
 safetensors byte range). A *lazy tensor* is a view of one storage: dtype, shape, element strides
 and element offset, as torch describes tensors. Nothing is read until ``LazyTensor.numpy()``.
 """
+
 from __future__ import annotations
 
 import abc
 import math
 import os
 import weakref
-from collections.abc import Mapping
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -33,14 +33,14 @@ class Storage(abc.ABC):
     dropped its arrays (a converter streams a 12 GB checkpoint one tensor at a time).
     """
 
-    offset: Optional[int] = None  # where the bytes start in the file, if they are stored as they are
+    offset: int | None = None  # where the bytes start in the file, if they are stored as they are
 
     def __init__(self, path: str, nbytes: int, file_size: int, big_endian: bool = False):
         self.path = path
         self.nbytes = nbytes
         self.file_size = file_size
         self.big_endian = big_endian
-        self._cached: Optional[weakref.ref] = None
+        self._cached: weakref.ref | None = None
 
     def buffer(self) -> np.ndarray:
         data = None if self._cached is None else self._cached()
@@ -61,15 +61,21 @@ class MappedStorage(Storage):
     stays near the size of the tensors the caller currently holds.
     """
 
-    def __init__(self, path: str, offset: int, nbytes: int, file_size: int, big_endian: bool = False):
+    def __init__(
+        self, path: str, offset: int, nbytes: int, file_size: int, big_endian: bool = False
+    ):
         super().__init__(path, nbytes, file_size, big_endian)
         self.offset = offset
 
     def _load(self) -> np.ndarray:
         try:
-            return np.memmap(self.path, dtype=np.uint8, mode="r", offset=self.offset, shape=(self.nbytes,))
+            return np.memmap(
+                self.path, dtype=np.uint8, mode="r", offset=self.offset, shape=(self.nbytes,)
+            )
         except (OSError, ValueError) as error:
-            raise CheckpointError(self.path, f"cannot map {self.nbytes} bytes of tensor data: {error}", self.offset)
+            raise CheckpointError(
+                self.path, f"cannot map {self.nbytes} bytes of tensor data: {error}", self.offset
+            ) from error
 
 
 class LazyTensor:
@@ -94,7 +100,7 @@ class LazyTensor:
         storage: Storage,
         dtype: np.dtype,
         shape: Sequence[int],
-        strides: Optional[Sequence[int]] = None,
+        strides: Sequence[int] | None = None,
         offset: int = 0,
     ):
         """``strides`` and ``offset`` count elements of ``dtype`` (torch's convention); no strides
@@ -103,7 +109,9 @@ class LazyTensor:
         self.dtype = dtype
         self._storage = storage
         self.shape = self._sizes(shape, "shape")
-        self._strides = _c_strides(self.shape) if strides is None else self._sizes(strides, "strides")
+        self._strides = (
+            _c_strides(self.shape) if strides is None else self._sizes(strides, "strides")
+        )
         self._offset = self._sizes((offset,), "storage offset")[0]
         self._check_layout()
 
@@ -132,9 +140,11 @@ class LazyTensor:
         return f"LazyTensor({self.name!r}, shape={self.shape}, dtype={self.dtype})"
 
     def _fail(self, reason: str) -> CheckpointError:
-        return CheckpointError(self._storage.path, f"tensor {self.name!r}: {reason}", self._storage.offset)
+        return CheckpointError(
+            self._storage.path, f"tensor {self.name!r}: {reason}", self._storage.offset
+        )
 
-    def _sizes(self, values: object, what: str) -> Tuple[int, ...]:
+    def _sizes(self, values: object, what: str) -> tuple[int, ...]:
         if not isinstance(values, (tuple, list)) or len(values) > MAX_NDIM:
             raise self._fail(f"{what} must be a list of at most {MAX_NDIM} integers")
         for value in values:
@@ -150,14 +160,18 @@ class LazyTensor:
         if math.prod(self.shape) == 0:
             end = self._offset * itemsize
         else:
-            last = self._offset + sum((size - 1) * stride for size, stride in zip(self.shape, self._strides))
+            last = self._offset + sum(
+                (size - 1) * stride for size, stride in zip(self.shape, self._strides)
+            )
             end = (last + 1) * itemsize
         storage = self._storage
         if end > storage.nbytes:
             raise self._fail(f"its view reaches byte {end} of a storage of {storage.nbytes} bytes")
         # Zero strides repeat elements; never let that build an array larger than the file.
         if self.nbytes > max(storage.nbytes, storage.file_size):
-            raise self._fail(f"{self.nbytes} bytes expanded from a storage of {storage.nbytes} bytes")
+            raise self._fail(
+                f"{self.nbytes} bytes expanded from a storage of {storage.nbytes} bytes"
+            )
 
 
 class Checkpoint(Mapping):
@@ -169,7 +183,7 @@ class Checkpoint(Mapping):
     (25, 'transformer.wte.weight')
     """
 
-    def __init__(self, path: "str | os.PathLike[str]", tensors: Dict[str, LazyTensor]):
+    def __init__(self, path: str | os.PathLike[str], tensors: dict[str, LazyTensor]):
         self.path = os.fspath(path)
         self._tensors = tensors
 
@@ -186,7 +200,7 @@ class Checkpoint(Mapping):
         return f"Checkpoint({self.path!r}, {len(self)} tensors)"
 
 
-def _c_strides(shape: Tuple[int, ...]) -> Tuple[int, ...]:
+def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     strides = []
     step = 1
     for size in reversed(shape):

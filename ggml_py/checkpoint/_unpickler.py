@@ -12,12 +12,13 @@ integers bounded, at most ``MAX_MEMO`` memo entries, ``MAX_MARK_DEPTH`` nested m
 ``MAX_STACK`` items on the stack and ``MAX_OBJECTS`` created objects. Dict keys must be
 scalars, so hashing a key never walks a (possibly exponentially shared) structure.
 """
+
 from __future__ import annotations
 
 import mmap
 import pickletools
 import struct
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable
 
 import numpy as np
 
@@ -56,7 +57,9 @@ class TensorRecord:
 
     __slots__ = ("storage", "dtype", "offset", "shape", "strides")
 
-    def __init__(self, storage: Storage, dtype: np.dtype, offset: object, shape: object, strides: object):
+    def __init__(
+        self, storage: Storage, dtype: np.dtype, offset: object, shape: object, strides: object
+    ):
         self.storage = storage
         self.dtype = dtype
         self.offset = offset
@@ -119,7 +122,9 @@ def _arguments(args: tuple, name: str, least: int, most: int) -> tuple:
     return args
 
 
-def _rebuild_tensor(args: tuple, name: str, least: int, most: int, dtype_at: Optional[int]) -> TensorRecord:
+def _rebuild_tensor(
+    args: tuple, name: str, least: int, most: int, dtype_at: int | None
+) -> TensorRecord:
     args = _arguments(args, name, least, most)
     typed = args[0]
     if not isinstance(typed, TypedStorage):
@@ -153,7 +158,11 @@ def _parameter(args: tuple, name: str, count: int) -> TensorRecord:
 def _rebuild_from_type_v2(args: tuple) -> object:
     # (func, new_type, args, state): a Tensor or Parameter carrying Python attributes.
     function, new_type, inner, _state = _arguments(args, "_rebuild_from_type_v2", 4, 4)
-    if function not in _TENSOR_FUNCTIONS.values() or not isinstance(new_type, _TensorType) or type(inner) is not tuple:
+    if (
+        function not in _TENSOR_FUNCTIONS.values()
+        or not isinstance(new_type, _TensorType)
+        or type(inner) is not tuple
+    ):
         raise Refused("_rebuild_from_type_v2 only rebuilds plain tensors and parameters")
     return function.build(inner)
 
@@ -170,7 +179,9 @@ def _size(args: tuple) -> tuple:
     return sizes
 
 
-def _function(module: str, name: str, build: Callable[[tuple], object]) -> Tuple[Tuple[str, str], _Function]:
+def _function(
+    module: str, name: str, build: Callable[[tuple], object]
+) -> tuple[tuple[str, str], _Function]:
     return (module, name), _Function(f"{module}.{name}", build)
 
 
@@ -178,7 +189,11 @@ _TENSOR_FUNCTIONS = dict(
     [
         _function("torch._utils", "_rebuild_tensor_v2", _rebuild_tensor_v2),
         _function("torch._utils", "_rebuild_tensor_v3", _rebuild_tensor_v3),
-        _function("torch._utils", "_rebuild_parameter", lambda args: _parameter(args, "_rebuild_parameter", 3)),
+        _function(
+            "torch._utils",
+            "_rebuild_parameter",
+            lambda args: _parameter(args, "_rebuild_parameter", 3),
+        ),
         _function(
             "torch._utils",
             "_rebuild_parameter_with_state",
@@ -188,8 +203,8 @@ _TENSOR_FUNCTIONS = dict(
 )
 
 
-def _allowlist() -> Dict[Tuple[str, str], _StandIn]:
-    table: Dict[Tuple[str, str], _StandIn] = dict(_TENSOR_FUNCTIONS)
+def _allowlist() -> dict[tuple[str, str], _StandIn]:
+    table: dict[tuple[str, str], _StandIn] = dict(_TENSOR_FUNCTIONS)
     table.update(
         [
             _function("torch._tensor", "_rebuild_from_type_v2", _rebuild_from_type_v2),
@@ -197,12 +212,18 @@ def _allowlist() -> Dict[Tuple[str, str], _StandIn]:
             _function("torch", "Size", _size),
         ]
     )
-    for module, name in (("torch", "Tensor"), ("torch._tensor", "Tensor"), ("torch.nn.parameter", "Parameter")):
+    for module, name in (
+        ("torch", "Tensor"),
+        ("torch._tensor", "Tensor"),
+        ("torch.nn.parameter", "Parameter"),
+    ):
         table[(module, name)] = _TensorType(f"{module}.{name}")
     for module in ("torch", "torch.cuda"):
         for name, dtype_name in STORAGE_CLASSES.items():
             table[(module, name)] = StorageType(f"{module}.{name}", TORCH_DTYPES[dtype_name])
-    table[("torch.storage", "UntypedStorage")] = StorageType("torch.storage.UntypedStorage", TORCH_DTYPES["uint8"])
+    table[("torch.storage", "UntypedStorage")] = StorageType(
+        "torch.storage.UntypedStorage", TORCH_DTYPES["uint8"]
+    )
     for name, dtype in TORCH_DTYPES.items():
         table[("torch", name)] = _DType(f"torch.{name}", dtype)
     return table
@@ -214,13 +235,13 @@ PersistentLoad = Callable[[object], TypedStorage]
 
 
 def unpickle(
-    data: "bytes | mmap.mmap",
+    data: bytes | mmap.mmap,
     start: int,
     path: str,
     label: str,
-    persistent_load: Optional[PersistentLoad] = None,
-    origin: Optional[int] = 0,
-) -> Tuple[object, int]:
+    persistent_load: PersistentLoad | None = None,
+    origin: int | None = 0,
+) -> tuple[object, int]:
     """Run the pickle that starts at ``data[start]``; return its object and the position after STOP.
 
     ``data`` is anything whose slices are ``bytes`` (``bytes``, ``mmap.mmap``), so no buffer
@@ -243,19 +264,19 @@ def unpickle(
 
 
 class _Machine:
-    def __init__(self, data: "bytes | mmap.mmap", start: int, persistent_load: Optional[PersistentLoad]):
+    def __init__(self, data: bytes | mmap.mmap, start: int, persistent_load: PersistentLoad | None):
         self.data = data
         self.pos = start
         self.op_start = start
         self.end = len(data)
         self.persistent_load = persistent_load
-        self.stack: List[object] = []
-        self.metastack: List[List[object]] = []
+        self.stack: list[object] = []
+        self.metastack: list[list[object]] = []
         self.stacked = 0  # items on the stacks saved in metastack
-        self.memo: Dict[int, object] = {}
+        self.memo: dict[int, object] = {}
         self.objects = 0
 
-    def run(self) -> Tuple[object, int]:
+    def run(self) -> tuple[object, int]:
         data, end = self.data, self.end
         while True:
             self.op_start = self.pos
@@ -270,7 +291,11 @@ class _Machine:
             handler = _HANDLERS.get(code)
             if handler is None:
                 name = _OPCODE_NAMES.get(code)
-                what = f"opcode {name} ({bytes([code])!r})" if name else f"byte {code:#04x}, not an opcode,"
+                what = (
+                    f"opcode {name} ({bytes([code])!r})"
+                    if name
+                    else f"byte {code:#04x}, not an opcode,"
+                )
                 raise Refused(f"{what} is not allowed")
             handler(self)
 
@@ -278,7 +303,9 @@ class _Machine:
 
     def take(self, count: int) -> bytes:
         if count > self.end - self.pos:
-            raise Refused(f"the pickle is truncated ({count} bytes needed, {self.end - self.pos} left)")
+            raise Refused(
+                f"the pickle is truncated ({count} bytes needed, {self.end - self.pos} left)"
+            )
         chunk = self.data[self.pos : self.pos + count]
         self.pos += count
         return chunk
@@ -328,7 +355,7 @@ class _Machine:
             raise Refused("stack underflow")
         return self.stack[-1]
 
-    def pop_mark(self) -> List[object]:
+    def pop_mark(self) -> list[object]:
         if not self.metastack:
             raise Refused("no MARK to pop to")
         items = self.stack
@@ -336,7 +363,7 @@ class _Machine:
         self.stacked -= len(self.stack)
         return items
 
-    def pop_many(self, count: int) -> List[object]:
+    def pop_many(self, count: int) -> list[object]:
         if len(self.stack) < count:
             raise Refused("stack underflow")
         items = self.stack[-count:]
@@ -349,7 +376,7 @@ class _Machine:
             raise Refused(f"cannot add items to {describe(target)}")
         return target
 
-    def set_items(self, target: dict, items: List[object]) -> None:
+    def set_items(self, target: dict, items: list[object]) -> None:
         for key, value in zip(items[0::2], items[1::2]):
             if not isinstance(key, _SCALAR_KEYS):
                 raise Refused(f"dict key {describe(key)} is not a string or number")
@@ -476,8 +503,8 @@ def _build(m: _Machine) -> None:
         raise Refused(f"BUILD of {describe(state)} on {describe(m.top())} is not allowed")
 
 
-def _opcodes() -> Dict[int, Callable[[_Machine], None]]:
-    table: Dict[str, Callable[[_Machine], None]] = {
+def _opcodes() -> dict[int, Callable[[_Machine], None]]:
+    table: dict[str, Callable[[_Machine], None]] = {
         "\x80": _proto,
         "\x95": _frame,
         "(": _mark,

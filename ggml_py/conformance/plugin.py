@@ -4,11 +4,12 @@ Registered through the ``pytest11`` entry point of ggml-py, so it is active in e
 of an environment where ggml-py is installed; it only adds two options and fixtures whose names
 start with ``conformance_``.
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import pytest
 
@@ -19,12 +20,20 @@ PEER_ENV_VAR = "GGML_PY_PEER"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ggml-py conformance suite")
-    group.addoption("--backend", default=None, metavar="NAME",
-                    help="ggml-py backend for `pytest --pyargs ggml_py.conformance` "
-                         "(default: $GGML_PY_BACKEND, else numpy-blas)")
-    group.addoption("--peer-dir", default=None, metavar="DIR",
-                    help="golden data folder holding tiny-gptj/ (default: $GGML_PY_PEER, else "
-                         "../shared/peer beside the ggml-py checkout)")
+    group.addoption(
+        "--backend",
+        default=None,
+        metavar="NAME",
+        help="ggml-py backend for `pytest --pyargs ggml_py.conformance` "
+        "(default: $GGML_PY_BACKEND, else numpy-blas)",
+    )
+    group.addoption(
+        "--peer-dir",
+        default=None,
+        metavar="DIR",
+        help="golden data folder holding tiny-gptj/ (default: $GGML_PY_PEER, else "
+        "../shared/peer beside the ggml-py checkout)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -34,7 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--backend {name}: no such ggml-py backend (installed: {known})")
 
 
-def pytest_report_header(config: pytest.Config) -> Optional[str]:
+def pytest_report_header(config: pytest.Config) -> str | None:
     name = config.getoption("--backend")
     return None if name is None else f"ggml-py conformance backend: {name}"
 

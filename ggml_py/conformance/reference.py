@@ -3,9 +3,10 @@
 The references are written straight from the math (``spec/backend.md``, Hugging Face's GPT-J) in
 float64, independently of ``ggml_py.model`` and of any backend.
 """
+
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -13,7 +14,9 @@ from ggml_py.formats import GptjHparams, ModelFile, TensorInfo
 from ggml_py.formats.quant import GGMLFileType, GGMLType, dequantize, quantize
 
 
-def tensor_record(name: str, values: np.ndarray, ggml_type: GGMLType, misalign: int = 0) -> TensorInfo:
+def tensor_record(
+    name: str, values: np.ndarray, ggml_type: GGMLType, misalign: int = 0
+) -> TensorInfo:
     """Encode ``values`` as ``ggml_type`` into a read-only byte view starting ``misalign`` bytes
     into its buffer, as tensors in a legacy ggml file usually are (it has no alignment)."""
     raw = quantize(np.asarray(values, dtype=np.float32), ggml_type).reshape(-1)
@@ -57,16 +60,17 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
     return (weights / weights.sum(-1, keepdims=True)) @ v
 
 
-def gptj_logits(weights: Dict[str, np.ndarray], hparams: GptjHparams, ids: Sequence[int],
-                eps: float = 1e-5) -> np.ndarray:
+def gptj_logits(
+    weights: dict[str, np.ndarray], hparams: GptjHparams, ids: Sequence[int], eps: float = 1e-5
+) -> np.ndarray:
     """Hugging Face's GPT-J forward pass in float64 over a whole sequence: logits ``[T, V]``."""
     E, H, R = hparams.n_embd, hparams.n_head, hparams.n_rot
     D, T = E // H, len(ids)
     positions = np.arange(T, dtype=np.float64)
-    angles = positions[:, None] / 10000.0 ** (np.arange(0, R, 2) / R)      # [T, R/2]
-    cos, sin = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]     # [T, 1, R/2]
+    angles = positions[:, None] / 10000.0 ** (np.arange(0, R, 2) / R)  # [T, R/2]
+    cos, sin = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]  # [T, 1, R/2]
 
-    def rotate(x):                                                         # [T, H, D]
+    def rotate(x):  # [T, H, D]
         out = x.copy()
         even, odd = x[..., 0:R:2], x[..., 1:R:2]
         out[..., 0:R:2] = even * cos - odd * sin
@@ -89,8 +93,17 @@ def gptj_logits(weights: Dict[str, np.ndarray], hparams: GptjHparams, ids: Seque
     return y @ weights["lm_head.weight"].T + weights["lm_head.bias"]
 
 
-def random_gptj(weight_type: GGMLType, *, n_vocab: int = 96, n_ctx: int = 12, n_embd: int = 64,
-                n_head: int = 4, n_layer: int = 2, n_rot: int = 8, seed: int = 0) -> ModelFile:
+def random_gptj(
+    weight_type: GGMLType,
+    *,
+    n_vocab: int = 96,
+    n_ctx: int = 12,
+    n_embd: int = 64,
+    n_head: int = 4,
+    n_layer: int = 2,
+    n_rot: int = 8,
+    seed: int = 0,
+) -> ModelFile:
     """A small GPT-J with random weights, 2-D weights stored as ``weight_type`` (vectors in f32),
     every tensor misaligned by a different number of bytes."""
     rng = np.random.default_rng(seed)
@@ -98,13 +111,28 @@ def random_gptj(weight_type: GGMLType, *, n_vocab: int = 96, n_ctx: int = 12, n_
     shapes = {"transformer.wte.weight": (V, E)}
     for layer in range(n_layer):
         p = f"transformer.h.{layer}."
-        shapes.update({p + "ln_1.weight": (E,), p + "ln_1.bias": (E,),
-                       p + "attn.q_proj.weight": (E, E), p + "attn.k_proj.weight": (E, E),
-                       p + "attn.v_proj.weight": (E, E), p + "attn.out_proj.weight": (E, E),
-                       p + "mlp.fc_in.weight": (F, E), p + "mlp.fc_in.bias": (F,),
-                       p + "mlp.fc_out.weight": (E, F), p + "mlp.fc_out.bias": (E,)})
-    shapes.update({"transformer.ln_f.weight": (E,), "transformer.ln_f.bias": (E,),
-                   "lm_head.weight": (V, E), "lm_head.bias": (V,)})
+        shapes.update(
+            {
+                p + "ln_1.weight": (E,),
+                p + "ln_1.bias": (E,),
+                p + "attn.q_proj.weight": (E, E),
+                p + "attn.k_proj.weight": (E, E),
+                p + "attn.v_proj.weight": (E, E),
+                p + "attn.out_proj.weight": (E, E),
+                p + "mlp.fc_in.weight": (F, E),
+                p + "mlp.fc_in.bias": (F,),
+                p + "mlp.fc_out.weight": (E, F),
+                p + "mlp.fc_out.bias": (E,),
+            }
+        )
+    shapes.update(
+        {
+            "transformer.ln_f.weight": (E,),
+            "transformer.ln_f.bias": (E,),
+            "lm_head.weight": (V, E),
+            "lm_head.bias": (V,),
+        }
+    )
     tensors = {}
     for index, (name, shape) in enumerate(shapes.items()):
         if name.endswith("ln_1.weight") or name.endswith("ln_f.weight"):
@@ -118,5 +146,13 @@ def random_gptj(weight_type: GGMLType, *, n_vocab: int = 96, n_ctx: int = 12, n_
     file_type = next(t for t in GGMLFileType if t.weight_type == weight_type)
     hparams = GptjHparams(V, n_ctx, E, n_head, n_layer, n_rot, file_type)
     vocab = [bytes([i]) if i < 256 else b"<|token_%d|>" % i for i in range(V)]
-    return ModelFile(path=f"<random gpt-j {weight_type.short_name}>", format="ggml", hparams=hparams,
-                     layer_norm_eps=1e-5, vocab=vocab, merges=None, tensors=tensors, quantization_version=0)
+    return ModelFile(
+        path=f"<random gpt-j {weight_type.short_name}>",
+        format="ggml",
+        hparams=hparams,
+        layer_norm_eps=1e-5,
+        vocab=vocab,
+        merges=None,
+        tensors=tensors,
+        quantization_version=0,
+    )

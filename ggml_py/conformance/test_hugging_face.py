@@ -12,6 +12,7 @@ these tests skip when it is absent. Tolerances, max abs over all logits:
 Greedy decoding (24 tokens) must give exactly the reference ids: Hugging Face's for every file,
 and ggml's own for the f32 and f16 files, run from the prompt ids ggml used.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,10 +34,12 @@ N_GREEDY = 24
 @pytest.fixture(scope="module")
 def golden(conformance_peer):
     folder = conformance_peer / "tiny-gptj"
-    return {"folder": folder,
-            "expected": json.loads((folder / "expected.json").read_text()),
-            "hf_logits": np.load(folder / "hf-logits.npz"),
-            "dequantized_logits": np.load(folder / "hf-dequantized-logits.npz")}
+    return {
+        "folder": folder,
+        "expected": json.loads((folder / "expected.json").read_text()),
+        "hf_logits": np.load(folder / "hf-logits.npz"),
+        "dequantized_logits": np.load(folder / "hf-dequantized-logits.npz"),
+    }
 
 
 def _model(golden, file_type, backend) -> Model:
@@ -45,7 +48,9 @@ def _model(golden, file_type, backend) -> Model:
 
 
 def _greedy(model: Model, prompt_ids) -> list:
-    return list(model.generate_ids(prompt_ids, N_GREEDY, Sampler(SamplingSettings(top_k=1), seed=0)))
+    return list(
+        model.generate_ids(prompt_ids, N_GREEDY, Sampler(SamplingSettings(top_k=1), seed=0))
+    )
 
 
 @pytest.mark.parametrize("file_type", FLOAT_FILES)
@@ -67,12 +72,14 @@ def test_greedy_tokens_match_hugging_face_and_ggml(golden, conformance_backend, 
         ggml = prompt["ggml"][file_type]
         if ggml["prompt_ids"] == prompt["hf_prompt_ids"]:
             assert ggml["greedy_ids"] == prompt["hf_greedy_ids"], prompt["key"]
-        else:   # ggml's own tokenizer split the prompt differently: start from its ids
+        else:  # ggml's own tokenizer split the prompt differently: start from its ids
             assert _greedy(model, ggml["prompt_ids"]) == ggml["greedy_ids"], prompt["key"]
 
 
 @pytest.mark.parametrize("file_type", QUANTIZED_FILES)
-def test_quantized_files_match_hugging_face_on_their_dequantized_weights(golden, conformance_backend, file_type):
+def test_quantized_files_match_hugging_face_on_their_dequantized_weights(
+    golden, conformance_backend, file_type
+):
     model = _model(golden, file_type, conformance_backend)
     reference = golden["dequantized_logits"]
     for prompt in golden["expected"]["prompts"]:

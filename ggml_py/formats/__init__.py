@@ -6,11 +6,12 @@ for that magic in ``_READERS``. Every reader returns a ``ModelFile`` whose tenso
 bytes are decoded with ``ggml_py.formats.quant.dequantize``.
 
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -31,7 +32,7 @@ class GptjHparams(NamedTuple):
 class TensorInfo(NamedTuple):
     name: str  # Hugging Face name, e.g. "transformer.h.0.attn.q_proj.weight"
     type: GGMLType
-    shape: Tuple[int, ...]  # NumPy order: ggml's ne reversed
+    shape: tuple[int, ...]  # NumPy order: ggml's ne reversed
     offset: int  # absolute file offset of the data
     nbytes: int
     data: np.ndarray  # read-only uint8 view of the data in the file's memmap
@@ -43,17 +44,17 @@ class ModelFile:
     format: str  # "ggml" (legacy GPT-J file) or "gguf"
     hparams: GptjHparams
     layer_norm_eps: float
-    vocab: List[bytes]  # token id -> raw bytes
-    merges: Optional[List[Tuple[bytes, bytes]]]  # None when the file carries no merges
-    tensors: Dict[str, TensorInfo]  # in file order
+    vocab: list[bytes]  # token id -> raw bytes
+    merges: list[tuple[bytes, bytes]] | None  # None when the file carries no merges
+    tensors: dict[str, TensorInfo]  # in file order
     quantization_version: int  # 0 for unquantized legacy files, 2 for ggml's quantizers
 
 
 # First four bytes of a file -> the function that reads that format.
-_READERS: Dict[bytes, Callable[[str], ModelFile]] = {}
+_READERS: dict[bytes, Callable[[str], ModelFile]] = {}
 
 
-def open_model(path: "str | os.PathLike[str]") -> ModelFile:
+def open_model(path: str | os.PathLike[str]) -> ModelFile:
     """Read a model file's metadata and map its tensors; raises ``ModelFileError`` for a file that
     is not a supported model or is malformed (the message names the file and byte offset)."""
     path = os.fspath(path)
@@ -62,8 +63,12 @@ def open_model(path: "str | os.PathLike[str]") -> ModelFile:
     reader = _READERS.get(magic)
     if reader is None:
         if len(magic) < 4:
-            raise ModelFileError(path, f"file of {len(magic)} bytes is too short for a model file", 0)
-        raise ModelFileError(path, f"not a ggml GPT-J model file or a GGUF file (magic bytes {magic.hex()})", 0)
+            raise ModelFileError(
+                path, f"file of {len(magic)} bytes is too short for a model file", 0
+            )
+        raise ModelFileError(
+            path, f"not a ggml GPT-J model file or a GGUF file (magic bytes {magic.hex()})", 0
+        )
     return reader(path)
 
 

@@ -9,11 +9,13 @@ The reader maps the file once and checks every count, length and size against th
 before it makes a view. The writer streams: each record's data arrives as chunks, so a tensor
 never has to be in memory at once.
 """
+
 from __future__ import annotations
 
 import os
 import struct
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -46,7 +48,7 @@ class TensorRecord(NamedTuple):
     chunks: Iterable
 
 
-def read_ggml(path: "str | os.PathLike[str]") -> ModelFile:
+def read_ggml(path: str | os.PathLike[str]) -> ModelFile:
     """Parse a legacy ggml GPT-J file; see ``ggml_py.formats.open_model``."""
     path = os.fspath(path)
     size = os.path.getsize(path)
@@ -83,7 +85,9 @@ def _parse_header(path: str, buffer: memoryview):
     try:
         ftype = GGMLFileType(base_ftype)
     except ValueError:
-        raise ModelFileError(path, f"unsupported ftype {raw_ftype} (base {base_ftype})", 28) from None
+        raise ModelFileError(
+            path, f"unsupported ftype {raw_ftype} (base {base_ftype})", 28
+        ) from None
     return GptjHparams(*values, ftype), quantization_version
 
 
@@ -92,27 +96,31 @@ def _parse_vocab(path: str, buffer: memoryview, n_vocab: int):
     offset = _HEADER.size
     count = _read_int(path, buffer, offset, "vocabulary count")
     if count != n_vocab:
-        raise ModelFileError(path, f"vocabulary has {count} tokens, the header says n_vocab = {n_vocab}", offset)
+        raise ModelFileError(
+            path, f"vocabulary has {count} tokens, the header says n_vocab = {n_vocab}", offset
+        )
     offset += 4
     if offset + 4 * count > size:  # every token needs at least its length field
         raise ModelFileError(path, f"file ends inside the vocabulary of {count} tokens", size)
-    vocab: List[bytes] = []
+    vocab: list[bytes] = []
     for token_id in range(count):
         if offset + 4 > size:
             raise ModelFileError(path, f"file ends before the length of token {token_id}", offset)
         (length,) = _UINT32.unpack_from(buffer, offset)
         start = offset + 4
         if start + length > size:
-            raise ModelFileError(path, f"token {token_id} of {length} bytes runs past the end of the file", offset)
-        vocab.append(bytes(buffer[start:start + length]))
+            raise ModelFileError(
+                path, f"token {token_id} of {length} bytes runs past the end of the file", offset
+            )
+        vocab.append(bytes(buffer[start : start + length]))
         offset = start + length
     return vocab, offset
 
 
-def _parse_tensors(path: str, data: np.memmap, offset: int) -> Dict[str, TensorInfo]:
+def _parse_tensors(path: str, data: np.memmap, offset: int) -> dict[str, TensorInfo]:
     buffer = memoryview(data)
     size = len(buffer)
-    tensors: Dict[str, TensorInfo] = {}
+    tensors: dict[str, TensorInfo] = {}
     while offset < size:
         record_offset = offset
         if offset + _RECORD_START.size > size:
@@ -134,7 +142,7 @@ def _parse_tensors(path: str, data: np.memmap, offset: int) -> Dict[str, TensorI
             raise ModelFileError(path, f"tensor record with dimensions {list(ne)}", offset)
         offset += 4 * n_dims
         try:
-            name = bytes(buffer[offset:offset + name_len]).decode("utf-8")
+            name = bytes(buffer[offset : offset + name_len]).decode("utf-8")
         except UnicodeDecodeError:
             raise ModelFileError(path, "tensor name is not UTF-8", offset) from None
         offset += name_len
@@ -145,11 +153,15 @@ def _parse_tensors(path: str, data: np.memmap, offset: int) -> Dict[str, TensorI
             raise ModelFileError(path, f"tensor {name!r}: {error}", record_offset) from None
         if offset + nbytes > size:
             raise ModelFileError(
-                path, f"tensor {name!r} needs {nbytes} bytes of data, {size - offset} are left", offset
+                path,
+                f"tensor {name!r} needs {nbytes} bytes of data, {size - offset} are left",
+                offset,
             )
         if name in tensors:
             raise ModelFileError(path, f"tensor {name!r} appears twice", record_offset)
-        tensors[name] = TensorInfo(name, ggml_type, shape, offset, nbytes, data[offset:offset + nbytes])
+        tensors[name] = TensorInfo(
+            name, ggml_type, shape, offset, nbytes, data[offset : offset + nbytes]
+        )
         offset += nbytes
     return tensors
 
@@ -191,12 +203,12 @@ def pack_tensor_header(name: str, ggml_type: GGMLType, shape: Sequence[int]) -> 
 
 
 def write_ggml(
-    path: "str | os.PathLike[str]",
+    path: str | os.PathLike[str],
     hparams: GptjHparams,
     vocab: Sequence[bytes],
     records: Sequence[TensorRecord],
     quantization_version: int = 0,
-    progress: Optional[ProgressCallback] = None,
+    progress: ProgressCallback | None = None,
 ) -> None:
     """Write a complete file atomically (nothing appears at ``path`` unless all of it was written).
 
@@ -222,4 +234,6 @@ def write_ggml(
                 if progress is not None:
                     progress(record.name, written, total)
             if record_written != nbytes:
-                raise ValueError(f"tensor {record.name!r}: {record_written} bytes written, {nbytes} expected")
+                raise ValueError(
+                    f"tensor {record.name!r}: {record_written} bytes written, {nbytes} expected"
+                )

@@ -21,13 +21,15 @@ with Hugging Face names, raw-byte tokens and merges. ``spec/gguf-gptj.md`` descr
 >>> data[:8], len(data), data[128:136]  # header and infos padded to 128, data padded to 32
 (b'GGUF\\x03\\x00\\x00\\x00', 160, b'\\x00\\x00\\x80?\\x00\\x00\\x80?')
 """
+
 from __future__ import annotations
 
 import enum
 import os
 import re
 import struct
-from typing import Any, BinaryIO, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -35,8 +37,21 @@ from ggml_py._atomic import atomic_output
 from ggml_py.errors import ModelFileError, TokenizerError
 from ggml_py.formats import GptjHparams, ModelFile, TensorInfo
 from ggml_py.formats.ggml import ProgressCallback, TensorRecord
-from ggml_py.formats.quant import QNT_VERSION, QUANTIZED_TYPES, GGMLFileType, GGMLType, tensor_nbytes
-from ggml_py.tokenizer import ADDED_TOKEN_SHAPE, ENDOFTEXT, NO_MERGE, bpe, bytes_to_token, token_to_bytes
+from ggml_py.formats.quant import (
+    QNT_VERSION,
+    QUANTIZED_TYPES,
+    GGMLFileType,
+    GGMLType,
+    tensor_nbytes,
+)
+from ggml_py.tokenizer import (
+    ADDED_TOKEN_SHAPE,
+    ENDOFTEXT,
+    NO_MERGE,
+    bpe,
+    bytes_to_token,
+    token_to_bytes,
+)
 
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSION = 3
@@ -87,11 +102,11 @@ class GGUFField(NamedTuple):
     key: str
     type: GGUFValueType
     value: Any
-    element_type: Optional[GGUFValueType] = None
+    element_type: GGUFValueType | None = None
 
 
 # Little-endian NumPy dtypes of the fixed-size value types (BOOL is checked to be 0 or 1).
-_FIXED_DTYPES: Dict[GGUFValueType, np.dtype] = {
+_FIXED_DTYPES: dict[GGUFValueType, np.dtype] = {
     GGUFValueType.UINT8: np.dtype("<u1"),
     GGUFValueType.INT8: np.dtype("<i1"),
     GGUFValueType.UINT16: np.dtype("<u2"),
@@ -131,7 +146,7 @@ class _Cursor:
         self.size = len(buffer)
         self.pos = 0
 
-    def error(self, reason: str, offset: Optional[int] = None) -> ModelFileError:
+    def error(self, reason: str, offset: int | None = None) -> ModelFileError:
         return ModelFileError(self.path, reason, self.pos if offset is None else offset)
 
     def remaining(self) -> int:
@@ -185,7 +200,7 @@ class _Cursor:
         except ValueError:
             raise self.error(f"{what} is {type_id}, not a GGUF value type", start) from None
 
-    def value(self, value_type: GGUFValueType, what: str) -> Tuple[Any, Optional[GGUFValueType]]:
+    def value(self, value_type: GGUFValueType, what: str) -> tuple[Any, GGUFValueType | None]:
         """Read one value; returns it with its array element type (``None`` for scalars)."""
         if value_type is GGUFValueType.STRING:
             return self.string(what), None
@@ -193,10 +208,16 @@ class _Cursor:
             return self.fixed(value_type, what), None
         element_type = self.value_type(f"element type of {what}")
         if element_type is GGUFValueType.ARRAY:
-            raise self.error(f"{what} is an array of arrays, which GGUF readers do not support", self.pos - 4)
+            raise self.error(
+                f"{what} is an array of arrays, which GGUF readers do not support", self.pos - 4
+            )
         count_at = self.pos
         count = self.u64(f"element count of {what}")
-        element_bytes = _STRING_LENGTH_BYTES if element_type is GGUFValueType.STRING else _FIXED_DTYPES[element_type].itemsize
+        element_bytes = (
+            _STRING_LENGTH_BYTES
+            if element_type is GGUFValueType.STRING
+            else _FIXED_DTYPES[element_type].itemsize
+        )
         if count * element_bytes > self.remaining():
             raise self.error(
                 f"{what} claims {count} elements, more than the {self.remaining()} bytes left in the file can hold",
@@ -210,7 +231,9 @@ class _Cursor:
         if element_type is GGUFValueType.BOOL:
             if count and values.max() > 1:
                 bad = int(np.argmax(values > 1))
-                raise self.error(f"{what}[{bad}] is a BOOL with value {values[bad]}, not 0 or 1", start + bad)
+                raise self.error(
+                    f"{what}[{bad}] is a BOOL with value {values[bad]}, not 0 or 1", start + bad
+                )
             values = values.view(np.bool_)
         return values, element_type
 
@@ -224,7 +247,7 @@ class GGUFReader:
     key's entry starts, for error messages about its value.
     """
 
-    def __init__(self, path: "str | os.PathLike[str]"):
+    def __init__(self, path: str | os.PathLike[str]):
         self.path = os.fspath(path)
         size = os.path.getsize(self.path)
         if size < len(GGUF_MAGIC):
@@ -243,7 +266,9 @@ class GGUFReader:
         cursor.pos = 4
         self.version = cursor.u32("version")
         if self.version & 0xFFFF == 0 and self.version:
-            raise cursor.error(f"big-endian GGUF (version word {self.version:#x}) is not supported", 4)
+            raise cursor.error(
+                f"big-endian GGUF (version word {self.version:#x}) is not supported", 4
+            )
         if self.version not in READABLE_VERSIONS:
             raise cursor.error(f"unsupported GGUF version {self.version} (readable: 2, 3)", 4)
         self._tensor_count = cursor.u64("tensor count")
@@ -253,9 +278,9 @@ class GGUFReader:
         if self._tensor_count * _TENSOR_INFO_MIN_BYTES > cursor.remaining():
             raise cursor.error(f"tensor count {self._tensor_count} does not fit in the file", 8)
 
-    def _read_fields(self, cursor: _Cursor) -> Dict[str, GGUFField]:
-        fields: Dict[str, GGUFField] = {}
-        self._field_offsets: Dict[str, int] = {}
+    def _read_fields(self, cursor: _Cursor) -> dict[str, GGUFField]:
+        fields: dict[str, GGUFField] = {}
+        self._field_offsets: dict[str, int] = {}
         for _ in range(self._field_count):
             start = cursor.pos
             key = cursor.string("metadata key")
@@ -267,7 +292,7 @@ class GGUFReader:
             self._field_offsets[key] = start
         return fields
 
-    def offset_of(self, key: str) -> Optional[int]:
+    def offset_of(self, key: str) -> int | None:
         """The file offset of a metadata key's entry, or None when the file has no such key."""
         return self._field_offsets.get(key)
 
@@ -277,12 +302,16 @@ class GGUFReader:
             return DEFAULT_ALIGNMENT
         where = self.offset_of("general.alignment")
         if field.type is not GGUFValueType.UINT32:
-            raise ModelFileError(self.path, f"general.alignment has type {field.type.name}, expected UINT32", where)
+            raise ModelFileError(
+                self.path, f"general.alignment has type {field.type.name}, expected UINT32", where
+            )
         if field.value == 0 or field.value & (field.value - 1):
-            raise ModelFileError(self.path, f"general.alignment {field.value} is not a power of two", where)
+            raise ModelFileError(
+                self.path, f"general.alignment {field.value} is not a power of two", where
+            )
         return field.value
 
-    def _read_tensor_infos(self, cursor: _Cursor) -> Dict[str, TensorInfo]:
+    def _read_tensor_infos(self, cursor: _Cursor) -> dict[str, TensorInfo]:
         records = []  # (name, type, shape, relative offset, where the offset is stored)
         names = set()
         for _ in range(self._tensor_count):
@@ -292,18 +321,27 @@ class GGUFReader:
                 raise cursor.error(f"duplicate tensor name {name!r}", start)
             names.add(name)
             if len(name.encode()) > MAX_TENSOR_NAME_BYTES:
-                raise cursor.error(f"tensor name {name!r} is longer than {MAX_TENSOR_NAME_BYTES} bytes", start)
+                raise cursor.error(
+                    f"tensor name {name!r} is longer than {MAX_TENSOR_NAME_BYTES} bytes", start
+                )
             n_dims = cursor.u32(f"dimension count of {name!r}")
             if not 1 <= n_dims <= MAX_DIMS:
-                raise cursor.error(f"tensor {name!r} has {n_dims} dimensions, expected 1 to {MAX_DIMS}", cursor.pos - 4)
+                raise cursor.error(
+                    f"tensor {name!r} has {n_dims} dimensions, expected 1 to {MAX_DIMS}",
+                    cursor.pos - 4,
+                )
             ne = [cursor.u64(f"dimensions of {name!r}") for _ in range(n_dims)]
             if any(dim >= 2**63 for dim in ne):
-                raise cursor.error(f"tensor {name!r} has a negative dimension {ne}", cursor.pos - 8 * n_dims)
+                raise cursor.error(
+                    f"tensor {name!r} has a negative dimension {ne}", cursor.pos - 8 * n_dims
+                )
             type_id = cursor.u32(f"type of {name!r}")
             try:
                 tensor_type = GGMLType(type_id)
             except ValueError:
-                raise cursor.error(f"tensor {name!r} has unsupported ggml type {type_id}", cursor.pos - 4) from None
+                raise cursor.error(
+                    f"tensor {name!r} has unsupported ggml type {type_id}", cursor.pos - 4
+                ) from None
             shape = tuple(reversed(ne))
             try:
                 tensor_nbytes(tensor_type, shape)
@@ -317,7 +355,7 @@ class GGUFReader:
             records.append((name, tensor_type, shape, offset, offset_at))
         self.data_offset = align_offset(cursor.pos, self.alignment)
 
-        tensors: Dict[str, TensorInfo] = {}
+        tensors: dict[str, TensorInfo] = {}
         expected_offset = 0
         file_size = cursor.size
         for name, tensor_type, shape, offset, offset_at in records:
@@ -331,10 +369,13 @@ class GGUFReader:
             start = self.data_offset + offset
             if start + nbytes > file_size:
                 raise cursor.error(
-                    f"tensor {name!r} ({nbytes} bytes at byte {start}) runs past the end of the file ({file_size} bytes)",
+                    f"tensor {name!r} ({nbytes} bytes at byte {start}) runs past the end of the "
+                    f"file ({file_size} bytes)",
                     offset_at,
                 )
-            tensors[name] = TensorInfo(name, tensor_type, shape, start, nbytes, self._memmap[start : start + nbytes])
+            tensors[name] = TensorInfo(
+                name, tensor_type, shape, start, nbytes, self._memmap[start : start + nbytes]
+            )
             expected_offset += align_offset(nbytes, self.alignment)
         if records and self.data_offset + expected_offset > file_size:
             raise cursor.error(
@@ -344,7 +385,9 @@ class GGUFReader:
             )
         return tensors
 
-    def field(self, key: str, value_type: GGUFValueType, element_type: Optional[GGUFValueType] = None) -> Any:
+    def field(
+        self, key: str, value_type: GGUFValueType, element_type: GGUFValueType | None = None
+    ) -> Any:
         """The value of a required key, which must have exactly this type.
 
         Like llama.cpp, a key of another type (INT32 where UINT32 is expected) is an error.
@@ -358,7 +401,9 @@ class GGUFReader:
             raise ModelFileError(self.path, reason, self.offset_of(key))
         return field.value
 
-    def optional_field(self, key: str, value_type: GGUFValueType, element_type: Optional[GGUFValueType] = None) -> Any:
+    def optional_field(
+        self, key: str, value_type: GGUFValueType, element_type: GGUFValueType | None = None
+    ) -> Any:
         """Like ``field`` but ``None`` when the key is absent."""
         return self.field(key, value_type, element_type) if key in self.fields else None
 
@@ -405,17 +450,27 @@ def _encode_fixed(value: Any, value_type: GGUFValueType, what: str, path: str) -
         if not isinstance(value, (bool, np.bool_)):
             raise ModelFileError(path, f"{what} must be a bool")
         return b"\x01" if value else b"\x00"
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
         raise ModelFileError(path, f"{what} must be a number for {value_type.name}, got {value!r}")
-    if _FIXED_DTYPES[value_type].kind in "iu" and isinstance(value, (float, np.floating)) and not float(value).is_integer():
-        raise ModelFileError(path, f"{what} must be an integer for {value_type.name}, got {value!r}")
+    if (
+        _FIXED_DTYPES[value_type].kind in "iu"
+        and isinstance(value, (float, np.floating))
+        and not float(value).is_integer()
+    ):
+        raise ModelFileError(
+            path, f"{what} must be an integer for {value_type.name}, got {value!r}"
+        )
     return _encode_fixed_array([value], value_type, what, path)
 
 
 def _encode_field(field: GGUFField, path: str) -> bytes:
     key_bytes = field.key.encode("utf-8")
     if not field.key.isascii() or not key_bytes or len(key_bytes) > MAX_KEY_BYTES:
-        raise ModelFileError(path, f"metadata key {field.key!r} must be 1 to {MAX_KEY_BYTES} ASCII characters")
+        raise ModelFileError(
+            path, f"metadata key {field.key!r} must be 1 to {MAX_KEY_BYTES} ASCII characters"
+        )
     what = f"value of {field.key!r}"
     value_type = GGUFValueType(field.type)
     parts = [struct.pack("<Q", len(key_bytes)), key_bytes, struct.pack("<I", value_type)]
@@ -451,8 +506,8 @@ def write_gguf(
     fields: Sequence[GGUFField],
     records: Sequence[TensorRecord],
     *,
-    path: "str | os.PathLike[str]",
-    progress: Optional[ProgressCallback] = None,
+    path: str | os.PathLike[str],
+    progress: ProgressCallback | None = None,
 ) -> None:
     """Write a GGUF v3 file to ``out``, streaming the tensor data.
 
@@ -477,13 +532,17 @@ def write_gguf(
     for record in records:
         name_bytes = record.name.encode("utf-8")
         if len(name_bytes) > MAX_TENSOR_NAME_BYTES:
-            raise ModelFileError(path, f"tensor name {record.name!r} is longer than {MAX_TENSOR_NAME_BYTES} bytes")
+            raise ModelFileError(
+                path, f"tensor name {record.name!r} is longer than {MAX_TENSOR_NAME_BYTES} bytes"
+            )
         if record.name in names:
             raise ModelFileError(path, f"duplicate tensor name {record.name!r}")
         names.add(record.name)
         shape = tuple(int(dim) for dim in record.shape)
         if not 1 <= len(shape) <= MAX_DIMS or min(shape) < 0:
-            raise ModelFileError(path, f"tensor {record.name!r} has unsupported shape {list(shape)}")
+            raise ModelFileError(
+                path, f"tensor {record.name!r} has unsupported shape {list(shape)}"
+            )
         try:
             nbytes = tensor_nbytes(record.type, shape)
         except ValueError as error:
@@ -502,7 +561,9 @@ def write_gguf(
     for record, nbytes in zip(records, sizes):
         record_written = 0
         for chunk in record.chunks:
-            view = memoryview(np.ascontiguousarray(chunk) if isinstance(chunk, np.ndarray) else chunk).cast("B")
+            view = memoryview(
+                np.ascontiguousarray(chunk) if isinstance(chunk, np.ndarray) else chunk
+            ).cast("B")
             record_written += view.nbytes
             if record_written > nbytes:
                 break
@@ -511,7 +572,10 @@ def write_gguf(
             if progress is not None:
                 progress(record.name, written, total)
         if record_written != nbytes:
-            raise ModelFileError(path, f"tensor {record.name!r} got {record_written} bytes of data, expected {nbytes}")
+            raise ModelFileError(
+                path,
+                f"tensor {record.name!r} got {record_written} bytes of data, expected {nbytes}",
+            )
         out.write(bytes(align_offset(nbytes, alignment) - nbytes))
 
 
@@ -524,7 +588,11 @@ TOKENIZER_MODEL = "gpt2"
 TOKENIZER_PRE = "gpt-2"
 
 # Hugging Face module name -> llama.cpp tensor base name (gguf-py MODEL_TENSORS[GPTJ]).
-_GLOBAL_TENSORS = {"transformer.wte": "token_embd", "transformer.ln_f": "output_norm", "lm_head": "output"}
+_GLOBAL_TENSORS = {
+    "transformer.wte": "token_embd",
+    "transformer.ln_f": "output_norm",
+    "lm_head": "output",
+}
 _LAYER_TENSORS = {
     "ln_1": "attn_norm",
     "attn.q_proj": "attn_q",
@@ -542,7 +610,7 @@ _GGUF_LAYER_NAME = re.compile(rf"blk\.{_LAYER_INDEX}\.(.+)\.(weight|bias)")
 _GLOBAL_NAME = re.compile(r"(.+)\.(weight|bias)")
 
 
-def gguf_tensor_name(hf_name: str) -> Optional[str]:
+def gguf_tensor_name(hf_name: str) -> str | None:
     """The llama.cpp name of a Hugging Face GPT-J tensor, or ``None`` if it has none.
 
     >>> gguf_tensor_name("transformer.h.3.mlp.fc_in.bias"), gguf_tensor_name("lm_head.weight")
@@ -553,17 +621,24 @@ def gguf_tensor_name(hf_name: str) -> Optional[str]:
     return _rename(hf_name, _HF_LAYER_NAME, _LAYER_TENSORS, "blk.", _GLOBAL_TENSORS)
 
 
-def hf_tensor_name(gguf_name: str) -> Optional[str]:
+def hf_tensor_name(gguf_name: str) -> str | None:
     """The Hugging Face name of a llama.cpp GPT-J tensor name, or ``None`` if unknown.
 
     >>> hf_tensor_name("blk.27.attn_output.weight")
     'transformer.h.27.attn.out_proj.weight'
     """
-    return _rename(gguf_name, _GGUF_LAYER_NAME, _LAYER_TENSORS_BACK, "transformer.h.", _GLOBAL_TENSORS_BACK)
+    return _rename(
+        gguf_name, _GGUF_LAYER_NAME, _LAYER_TENSORS_BACK, "transformer.h.", _GLOBAL_TENSORS_BACK
+    )
 
 
-def _rename(name: str, layer_name: "re.Pattern[str]", layer_parts: Dict[str, str], layer_prefix: str,
-            global_parts: Dict[str, str]) -> Optional[str]:
+def _rename(
+    name: str,
+    layer_name: re.Pattern[str],
+    layer_parts: dict[str, str],
+    layer_prefix: str,
+    global_parts: dict[str, str],
+) -> str | None:
     """Translate a ``<layer prefix><N>.<part>.<weight|bias>`` or ``<part>.<weight|bias>`` name
     through the part tables; ``None`` when the part is not in them."""
     layer = layer_name.fullmatch(name)
@@ -581,7 +656,7 @@ def _is_control_token(token: bytes) -> bool:
     return ADDED_TOKEN_SHAPE.fullmatch(token) is not None
 
 
-def gguf_token_strings(vocab: Sequence[bytes]) -> Tuple[List[str], np.ndarray]:
+def gguf_token_strings(vocab: Sequence[bytes]) -> tuple[list[str], np.ndarray]:
     """``tokenizer.ggml.tokens`` and ``tokenizer.ggml.token_type`` for a raw-byte vocabulary.
 
     Every token is spelled in the byte-level alphabet, as in vocab.json (control tokens are
@@ -592,12 +667,16 @@ def gguf_token_strings(vocab: Sequence[bytes]) -> Tuple[List[str], np.ndarray]:
     """
     strings = [bytes_to_token(token) for token in vocab]
     types = np.array(
-        [GGUFTokenType.CONTROL if _is_control_token(token) else GGUFTokenType.NORMAL for token in vocab], dtype=np.int32
+        [
+            GGUFTokenType.CONTROL if _is_control_token(token) else GGUFTokenType.NORMAL
+            for token in vocab
+        ],
+        dtype=np.int32,
     )
     return strings, types
 
 
-def derive_merges(vocab: Sequence[bytes]) -> List[Tuple[bytes, bytes]]:
+def derive_merges(vocab: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
     """BPE merges recovered from a vocabulary whose ids are merge ranks (GPT-2 style).
 
     The ranked tokens are all non-control tokens, each byte string ranked by its lowest id. For
@@ -608,7 +687,7 @@ def derive_merges(vocab: Sequence[bytes]) -> List[Tuple[bytes, bytes]]:
     >>> derive_merges([b"a", b"b", b"c", b"ab", b"abc", b"<|endoftext|>"])
     [(b'a', b'b'), (b'ab', b'c')]
     """
-    ranks: Dict[bytes, int] = {}
+    ranks: dict[bytes, int] = {}
     for token_id, token in enumerate(vocab):
         if not _is_control_token(token):
             ranks.setdefault(token, token_id)
@@ -617,7 +696,7 @@ def derive_merges(vocab: Sequence[bytes]) -> List[Tuple[bytes, bytes]]:
         if len(token) < 2:
             continue
 
-        def rank_below_token(left: bytes, right: bytes) -> int:
+        def rank_below_token(left: bytes, right: bytes, token_rank: int = token_rank) -> int:
             rank = ranks.get(left + right, NO_MERGE)
             return rank if rank < token_rank else NO_MERGE
 
@@ -633,16 +712,21 @@ def gptj_fields(
     layer_norm_eps: float,
     n_inner: int,
     vocab: Sequence[bytes],
-    merges: Sequence[Tuple[bytes, bytes]],
+    merges: Sequence[tuple[bytes, bytes]],
     quantized: bool,
     name: str = "",
-) -> List[GGUFField]:
+) -> list[GGUFField]:
     """The metadata of a GPT-J GGUF file, in the order written.
 
     ``general.file_type`` is ``hparams.ftype``: llama.cpp's file type numbers coincide with
     ggml's for every ``GGMLFileType`` (0, 1, 2, 3, 7, 8, 9).
     """
-    u32, f32, text, array = GGUFValueType.UINT32, GGUFValueType.FLOAT32, GGUFValueType.STRING, GGUFValueType.ARRAY
+    u32, f32, text, array = (
+        GGUFValueType.UINT32,
+        GGUFValueType.FLOAT32,
+        GGUFValueType.STRING,
+        GGUFValueType.ARRAY,
+    )
     fields = [GGUFField("general.architecture", text, GPTJ_ARCHITECTURE)]
     if name:
         fields.append(GGUFField("general.name", text, name))
@@ -667,7 +751,12 @@ def gptj_fields(
         GGUFField("tokenizer.ggml.pre", text, TOKENIZER_PRE),
         GGUFField("tokenizer.ggml.tokens", array, strings, text),
         GGUFField("tokenizer.ggml.token_type", array, types, GGUFValueType.INT32),
-        GGUFField("tokenizer.ggml.merges", array, [f"{bytes_to_token(a)} {bytes_to_token(b)}" for a, b in merges], text),
+        GGUFField(
+            "tokenizer.ggml.merges",
+            array,
+            [f"{bytes_to_token(a)} {bytes_to_token(b)}" for a, b in merges],
+            text,
+        ),
     ]
     end_of_text = ENDOFTEXT.encode()
     if end_of_text in vocab:
@@ -682,15 +771,15 @@ def gptj_fields(
 
 
 def write_gptj_gguf(
-    path: "str | os.PathLike[str]",
+    path: str | os.PathLike[str],
     hparams: GptjHparams,
     vocab: Sequence[bytes],
     records: Sequence[TensorRecord],
     *,
-    merges: Optional[Sequence[Tuple[bytes, bytes]]],
+    merges: Sequence[tuple[bytes, bytes]] | None,
     layer_norm_eps: float,
     name: str = "",
-    progress: Optional[ProgressCallback] = None,
+    progress: ProgressCallback | None = None,
 ) -> None:
     """Write a GPT-J GGUF file atomically, like ``ggml.write_ggml`` writes a legacy one.
 
@@ -721,19 +810,25 @@ def write_gptj_gguf(
         write_gguf(out, fields, gguf_records, path=path, progress=progress)
 
 
-def read_gguf(path: "str | os.PathLike[str]") -> ModelFile:
+def read_gguf(path: str | os.PathLike[str]) -> ModelFile:
     """Read a GPT-J GGUF file as a ``ModelFile`` (Hugging Face tensor names, raw-byte tokens);
     see ``ggml_py.formats.open_model``."""
     gguf = GGUFReader(path)
     path = gguf.path
     architecture = gguf.field("general.architecture", GGUFValueType.STRING)
     if architecture != GPTJ_ARCHITECTURE:
-        raise ModelFileError(path, f"architecture {architecture!r} is not GPT-J ({GPTJ_ARCHITECTURE!r})",
-                             gguf.offset_of("general.architecture"))
+        raise ModelFileError(
+            path,
+            f"architecture {architecture!r} is not GPT-J ({GPTJ_ARCHITECTURE!r})",
+            gguf.offset_of("general.architecture"),
+        )
     tokenizer_model = gguf.field("tokenizer.ggml.model", GGUFValueType.STRING)
     if tokenizer_model != TOKENIZER_MODEL:
-        raise ModelFileError(path, f"tokenizer model {tokenizer_model!r} is not byte-level BPE ({TOKENIZER_MODEL!r})",
-                             gguf.offset_of("tokenizer.ggml.model"))
+        raise ModelFileError(
+            path,
+            f"tokenizer model {tokenizer_model!r} is not byte-level BPE ({TOKENIZER_MODEL!r})",
+            gguf.offset_of("tokenizer.ggml.model"),
+        )
     tensors = {}
     for gguf_name, info in gguf.tensors.items():
         hf_name = hf_tensor_name(gguf_name)
@@ -746,17 +841,26 @@ def read_gguf(path: "str | os.PathLike[str]") -> ModelFile:
     n_embd = gguf.field("gptj.embedding_length", u32)
     n_head = gguf.field("gptj.attention.head_count", u32)
     if n_head == 0 or n_embd % n_head:
-        raise ModelFileError(path, f"gptj.embedding_length {n_embd} is not a multiple of gptj.attention.head_count {n_head}",
-                             gguf.offset_of("gptj.attention.head_count"))
+        raise ModelFileError(
+            path,
+            f"gptj.embedding_length {n_embd} is not a multiple of gptj.attention.head_count {n_head}",
+            gguf.offset_of("gptj.attention.head_count"),
+        )
     n_rot = gguf.optional_field("gptj.rope.dimension_count", u32)
     n_vocab = gguf.optional_field("gptj.vocab_size", u32)
     if n_vocab is not None and n_vocab != len(vocab):
-        raise ModelFileError(path, f"gptj.vocab_size is {n_vocab} but tokenizer.ggml.tokens has {len(vocab)} tokens",
-                             gguf.offset_of("gptj.vocab_size"))
+        raise ModelFileError(
+            path,
+            f"gptj.vocab_size is {n_vocab} but tokenizer.ggml.tokens has {len(vocab)} tokens",
+            gguf.offset_of("gptj.vocab_size"),
+        )
     freq_base = gguf.optional_field("gptj.rope.freq_base", GGUFValueType.FLOAT32)
     if freq_base not in (None, ROPE_FREQ_BASE):
-        raise ModelFileError(path, f"gptj.rope.freq_base {freq_base} is not supported (GPT-J uses {ROPE_FREQ_BASE:g})",
-                             gguf.offset_of("gptj.rope.freq_base"))
+        raise ModelFileError(
+            path,
+            f"gptj.rope.freq_base {freq_base} is not supported (GPT-J uses {ROPE_FREQ_BASE:g})",
+            gguf.offset_of("gptj.rope.freq_base"),
+        )
     hparams = GptjHparams(
         n_vocab=len(vocab),
         n_ctx=gguf.field("gptj.context_length", u32),
@@ -778,15 +882,28 @@ def read_gguf(path: "str | os.PathLike[str]") -> ModelFile:
     )
 
 
-def _read_vocab(gguf: GGUFReader) -> List[bytes]:
+def _read_vocab(gguf: GGUFReader) -> list[bytes]:
     """Raw bytes of every token: control and user-defined tokens are literal UTF-8 text (as
     llama.cpp prints them), all others are spelled in the byte-level alphabet."""
     strings = gguf.field("tokenizer.ggml.tokens", GGUFValueType.ARRAY, GGUFValueType.STRING)
-    types = gguf.optional_field("tokenizer.ggml.token_type", GGUFValueType.ARRAY, GGUFValueType.INT32)
+    types = gguf.optional_field(
+        "tokenizer.ggml.token_type", GGUFValueType.ARRAY, GGUFValueType.INT32
+    )
     if types is not None and len(types) != len(strings):
-        raise ModelFileError(gguf.path, f"tokenizer.ggml.token_type has {len(types)} entries for {len(strings)} tokens",
-                             gguf.offset_of("tokenizer.ggml.token_type"))
-    literal = set() if types is None else set(np.flatnonzero(np.isin(types, (GGUFTokenType.CONTROL, GGUFTokenType.USER_DEFINED))).tolist())
+        raise ModelFileError(
+            gguf.path,
+            f"tokenizer.ggml.token_type has {len(types)} entries for {len(strings)} tokens",
+            gguf.offset_of("tokenizer.ggml.token_type"),
+        )
+    literal = (
+        set()
+        if types is None
+        else set(
+            np.flatnonzero(
+                np.isin(types, (GGUFTokenType.CONTROL, GGUFTokenType.USER_DEFINED))
+            ).tolist()
+        )
+    )
     vocab = []
     for token_id, text in enumerate(strings):
         if token_id in literal:
@@ -795,11 +912,15 @@ def _read_vocab(gguf: GGUFReader) -> List[bytes]:
         try:
             vocab.append(token_to_bytes(text))
         except TokenizerError as error:
-            raise ModelFileError(gguf.path, f"token {token_id}: {error.reason}", gguf.offset_of("tokenizer.ggml.tokens")) from None
+            raise ModelFileError(
+                gguf.path,
+                f"token {token_id}: {error.reason}",
+                gguf.offset_of("tokenizer.ggml.tokens"),
+            ) from None
     return vocab
 
 
-def _read_merges(gguf: GGUFReader) -> Optional[List[Tuple[bytes, bytes]]]:
+def _read_merges(gguf: GGUFReader) -> list[tuple[bytes, bytes]] | None:
     lines = gguf.optional_field("tokenizer.ggml.merges", GGUFValueType.ARRAY, GGUFValueType.STRING)
     if lines is None:
         return None
@@ -807,25 +928,35 @@ def _read_merges(gguf: GGUFReader) -> Optional[List[Tuple[bytes, bytes]]]:
     for rank, line in enumerate(lines):
         pair = line.split(" ")
         if len(pair) != 2 or not pair[0] or not pair[1]:
-            raise ModelFileError(gguf.path, f"merge {rank} is {line!r}, expected two tokens separated by one space",
-                                 gguf.offset_of("tokenizer.ggml.merges"))
+            raise ModelFileError(
+                gguf.path,
+                f"merge {rank} is {line!r}, expected two tokens separated by one space",
+                gguf.offset_of("tokenizer.ggml.merges"),
+            )
         try:
             merges.append((token_to_bytes(pair[0]), token_to_bytes(pair[1])))
         except TokenizerError as error:
-            raise ModelFileError(gguf.path, f"merge {rank}: {error.reason}", gguf.offset_of("tokenizer.ggml.merges")) from None
+            raise ModelFileError(
+                gguf.path, f"merge {rank}: {error.reason}", gguf.offset_of("tokenizer.ggml.merges")
+            ) from None
     return merges
 
 
-def _file_type(gguf: GGUFReader, tensors: Dict[str, TensorInfo]) -> GGMLFileType:
+def _file_type(gguf: GGUFReader, tensors: dict[str, TensorInfo]) -> GGMLFileType:
     """``general.file_type``, or when absent the file type whose weight type the token embedding has."""
     value = gguf.optional_field("general.file_type", GGUFValueType.UINT32)
     if value is not None:
         try:
             return GGMLFileType(value)
         except ValueError:
-            raise ModelFileError(gguf.path, f"general.file_type {value} is not supported",
-                                 gguf.offset_of("general.file_type")) from None
+            raise ModelFileError(
+                gguf.path,
+                f"general.file_type {value} is not supported",
+                gguf.offset_of("general.file_type"),
+            ) from None
     embedding = tensors.get("transformer.wte.weight")
     if embedding is None:
-        raise ModelFileError(gguf.path, "no general.file_type and no token_embd.weight to infer it from")
+        raise ModelFileError(
+            gguf.path, "no general.file_type and no token_embd.weight to infer it from"
+        )
     return next(file_type for file_type in GGMLFileType if file_type.weight_type is embedding.type)

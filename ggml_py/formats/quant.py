@@ -12,12 +12,14 @@ ties, infinities and NaN.
 >>> float(dequantize(quantize(x, GGMLType.Q8_0), GGMLType.Q8_0, (1, 32))[0, 31])  # x[0, 31] = 5.25
 5.251617431640625
 """
+
 from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Sequence
 from enum import IntEnum
-from typing import Callable, Dict, NamedTuple, Sequence, Tuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -48,7 +50,7 @@ class BlockFormat(NamedTuple):
     type_size: int  # bytes per block
 
 
-BLOCK_FORMATS: Dict[GGMLType, BlockFormat] = {
+BLOCK_FORMATS: dict[GGMLType, BlockFormat] = {
     GGMLType.F32: BlockFormat(1, 4),
     GGMLType.F16: BlockFormat(1, 2),
     GGMLType.Q4_0: BlockFormat(32, 18),
@@ -58,8 +60,12 @@ BLOCK_FORMATS: Dict[GGMLType, BlockFormat] = {
     GGMLType.Q8_0: BlockFormat(32, 34),
 }
 
-QUANTIZED_TYPES: Tuple[GGMLType, ...] = (
-    GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0,
+QUANTIZED_TYPES: tuple[GGMLType, ...] = (
+    GGMLType.Q4_0,
+    GGMLType.Q4_1,
+    GGMLType.Q5_0,
+    GGMLType.Q5_1,
+    GGMLType.Q8_0,
 )
 
 
@@ -91,7 +97,7 @@ class GGMLFileType(IntEnum):
         return self.weight_type.short_name
 
     @classmethod
-    def parse(cls, text: str) -> "GGMLFileType":
+    def parse(cls, text: str) -> GGMLFileType:
         """A file type from its short name (``q4_0``) or its ggml_ftype number (``2``).
 
         Raises ``ValueError`` for anything else.
@@ -103,7 +109,7 @@ class GGMLFileType(IntEnum):
         raise ValueError(f"unknown type {text!r}")
 
 
-_FILE_TYPE_WEIGHTS: Dict[GGMLFileType, GGMLType] = {
+_FILE_TYPE_WEIGHTS: dict[GGMLFileType, GGMLType] = {
     GGMLFileType.ALL_F32: GGMLType.F32,
     GGMLFileType.MOSTLY_F16: GGMLType.F16,
     GGMLFileType.MOSTLY_Q4_0: GGMLType.Q4_0,
@@ -122,7 +128,10 @@ def row_nbytes(ggml_type: GGMLType, n_per_row: int) -> int:
     """
     block_size, type_size = BLOCK_FORMATS[GGMLType(ggml_type)]
     if n_per_row % block_size:
-        raise ValueError(f"row of {n_per_row} elements is not a multiple of the {GGMLType(ggml_type).short_name} block size {block_size}")
+        raise ValueError(
+            f"row of {n_per_row} elements is not a multiple of the "
+            f"{GGMLType(ggml_type).short_name} block size {block_size}"
+        )
     return n_per_row // block_size * type_size
 
 
@@ -158,7 +167,11 @@ def quantize(x: np.ndarray, ggml_type: GGMLType) -> np.ndarray:
         return np.ascontiguousarray(x, dtype="<f4").view(np.uint8).reshape(out_shape)
     if ggml_type is GGMLType.F16:
         with np.errstate(over="ignore", invalid="ignore"):
-            return np.ascontiguousarray(x.astype(np.float32, copy=False).astype("<f2")).view(np.uint8).reshape(out_shape)
+            return (
+                np.ascontiguousarray(x.astype(np.float32, copy=False).astype("<f2"))
+                .view(np.uint8)
+                .reshape(out_shape)
+            )
     encode = _BLOCK_ENCODERS[ggml_type]
     blocks = x.reshape(-1, 32)
     out = np.empty((blocks.shape[0], BLOCK_FORMATS[ggml_type].type_size), dtype=np.uint8)
@@ -187,10 +200,13 @@ def dequantize(raw: np.ndarray, ggml_type: GGMLType, shape: Sequence[int]) -> np
     scratch = Scratch()
     with np.errstate(invalid="ignore", over="ignore"):  # infinite scales give inf/NaN, as in C
         for start in range(0, blocks.shape[0], _CHUNK_BLOCKS):
-            chunk = blocks[start:start + _CHUNK_BLOCKS]
-            decoded = decode_block_rows(chunk, ggml_type, chunk.shape[0], scratch)  # [groups, n, 32 / groups]
-            out[start:start + chunk.shape[0]].reshape(chunk.shape[0], decoded.shape[0], -1)[...] = \
-                decoded.transpose(1, 0, 2)
+            chunk = blocks[start : start + _CHUNK_BLOCKS]
+            decoded = decode_block_rows(
+                chunk, ggml_type, chunk.shape[0], scratch
+            )  # [groups, n, 32 / groups]
+            out[start : start + chunk.shape[0]].reshape(chunk.shape[0], decoded.shape[0], -1)[
+                ...
+            ] = decoded.transpose(1, 0, 2)
     return out.reshape(shape)
 
 
@@ -232,14 +248,16 @@ def _signed_max_by_magnitude(blocks: np.ndarray) -> np.ndarray:
     amax = magnitudes[rows, index]
     nan_blocks = np.isnan(amax)
     if nan_blocks.any():  # argmax stops at the first NaN; rescan those blocks ignoring NaN
-        rescanned = np.where(np.isnan(magnitudes[nan_blocks]), np.float32(-1), magnitudes[nan_blocks])
+        rescanned = np.where(
+            np.isnan(magnitudes[nan_blocks]), np.float32(-1), magnitudes[nan_blocks]
+        )
         index[nan_blocks] = rescanned.argmax(axis=1)
         amax = magnitudes[rows, index]
         amax[nan_blocks & np.isnan(amax)] = 0
     return np.where(amax > 0, blocks[rows, index], np.float32(0))
 
 
-def _min_max(blocks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _min_max(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """q4_1/q5_1 scan: min from FLT_MAX and max from -FLT_MAX with strict comparisons, so NaN is
     skipped and an all-infinite block keeps the starting value on one side."""
     low = np.minimum(blocks.min(axis=1), _FLT_MAX)
@@ -279,7 +297,9 @@ def _encode_q4_0(blocks: np.ndarray, out: np.ndarray) -> None:
 def _encode_q5_0(blocks: np.ndarray, out: np.ndarray) -> None:
     d = _signed_max_by_magnitude(blocks) / np.float32(-16)
     inverse = _reciprocal_or_zero(d)
-    q = np.minimum(_truncate_to_int(blocks * inverse[:, None] + np.float32(16.5), np.uint8), np.uint8(31))
+    q = np.minimum(
+        _truncate_to_int(blocks * inverse[:, None] + np.float32(16.5), np.uint8), np.uint8(31)
+    )
     out[:, 0:2] = _fp16_bits(d)
     out[:, 2:6] = _fifth_bits(q)
     out[:, 6:22] = _pack_nibbles(q)
@@ -339,7 +359,7 @@ def _encode_q8_0(blocks: np.ndarray, out: np.ndarray) -> None:
     out[:, 2:34] = q.view(np.uint8)
 
 
-_BLOCK_ENCODERS: Dict[GGMLType, Callable[[np.ndarray, np.ndarray], None]] = {
+_BLOCK_ENCODERS: dict[GGMLType, Callable[[np.ndarray, np.ndarray], None]] = {
     GGMLType.Q4_0: _encode_q4_0,
     GGMLType.Q4_1: _encode_q4_1,
     GGMLType.Q5_0: _encode_q5_0,
@@ -352,11 +372,11 @@ _BLOCK_ENCODERS: Dict[GGMLType, Callable[[np.ndarray, np.ndarray], None]] = {
 # Decoders. They work on whole contiguous arrays with in-place NumPy passes into reusable
 # buffers (``Scratch``): the inference backend ``blocked-f16`` calls them on every evaluation.
 
-F16_SCALE_EXPONENT = 112                                # f16 exponent bias 15 -> f32 bias 127
-_F16_SCALE = np.float32(2.0 ** F16_SCALE_EXPONENT)
-_F16_SIGN_EXPONENT_MANTISSA = np.int32(-0x70002000)     # 0x8FFFE000
-_F16_SPECIAL_SCALED = 65536.0                           # inf/NaN land at |v| >= 2**16, finite f16 below
-_CHUNK_ELEMENTS = 1 << 18                               # f16 values per pass of ``dequantize``
+F16_SCALE_EXPONENT = 112  # f16 exponent bias 15 -> f32 bias 127
+_F16_SCALE = np.float32(2.0**F16_SCALE_EXPONENT)
+_F16_SIGN_EXPONENT_MANTISSA = np.int32(-0x70002000)  # 0x8FFFE000
+_F16_SPECIAL_SCALED = 65536.0  # inf/NaN land at |v| >= 2**16, finite f16 below
+_CHUNK_ELEMENTS = 1 << 18  # f16 values per pass of ``dequantize``
 
 
 class Scratch(threading.local):
@@ -364,7 +384,7 @@ class Scratch(threading.local):
     would map new pages for every block."""
 
     def __init__(self):
-        self.buffers: Dict[tuple, np.ndarray] = {}
+        self.buffers: dict[tuple, np.ndarray] = {}
 
     def array(self, use: str, dtype: type, shape: tuple) -> np.ndarray:
         key = (use, dtype, shape)
@@ -429,7 +449,7 @@ _LOW_NIBBLES = np.uint64(0x0F0F0F0F0F0F0F0F)
 _BYTE_SIGN_BITS = np.uint64(0x8080808080808080)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fifth_bit_table() -> np.ndarray:
     """16 bits of a q5 ``qh`` field -> the 16 bytes ``bit << 4`` they contribute: uint64 [65536, 2]."""
     bits = (np.arange(1 << 16, dtype=np.uint32)[:, None] >> np.arange(16, dtype=np.uint32)) & 1
@@ -440,13 +460,15 @@ def _scales(blocks: np.ndarray, start: int) -> np.ndarray:
     """The f16 field at byte ``start`` of every block (``[..., type_size]``) as float32 ``[..., 1]``,
     to broadcast over the block's elements (a repeated full-size copy would cost one more pass). Converted by
     :func:`_exact_f16` (NumPy's f16 cast took a third of a q8_0 block's decoding time)."""
-    fields = blocks[..., start:start + 2].view(np.int16)
+    fields = blocks[..., start : start + 2].view(np.int16)
     return _exact_f16(fields, np.empty(fields.shape, np.int32))
 
 
 def _nibbles(blocks: np.ndarray, start: int, n_rows: int, scratch: Scratch) -> np.ndarray:
     """The 16 bytes of 4-bit pairs at ``start`` split into bytes: uint64 words [2, r, nb * 2]."""
-    packed = scratch.copy_of(blocks[:, start:start + 16], "packed").view(np.uint64).reshape(n_rows, -1)
+    packed = (
+        scratch.copy_of(blocks[:, start : start + 16], "packed").view(np.uint64).reshape(n_rows, -1)
+    )
     values = scratch.array("nibbles", np.uint64, (2, *packed.shape))
     np.bitwise_and(packed, _LOW_NIBBLES, out=values[0])
     np.right_shift(packed, np.uint64(4), out=values[1])
@@ -454,61 +476,78 @@ def _nibbles(blocks: np.ndarray, start: int, n_rows: int, scratch: Scratch) -> n
     return values
 
 
-def _add_fifth_bits(values: np.ndarray, blocks: np.ndarray, start: int, n_rows: int, scratch: Scratch) -> None:
-    high = scratch.copy_of(blocks[:, start:start + 4], "qh").view(np.uint32).reshape(n_rows, -1)  # [r, nb]
+def _add_fifth_bits(
+    values: np.ndarray, blocks: np.ndarray, start: int, n_rows: int, scratch: Scratch
+) -> None:
+    high = (
+        scratch.copy_of(blocks[:, start : start + 4], "qh").view(np.uint32).reshape(n_rows, -1)
+    )  # [r, nb]
     halves = scratch.array("qh halves", np.uint16, (2, *high.shape))
-    np.bitwise_and(high, np.uint32(0xFFFF), out=halves[0], casting="unsafe")   # elements 0..15
-    np.right_shift(high, np.uint32(16), out=halves[1], casting="unsafe")       # elements 16..31
-    fifth = np.take(_fifth_bit_table(), halves.reshape(-1), axis=0,
-                    out=scratch.array("fifth", np.uint64, (halves.size, 2)))
+    np.bitwise_and(high, np.uint32(0xFFFF), out=halves[0], casting="unsafe")  # elements 0..15
+    np.right_shift(high, np.uint32(16), out=halves[1], casting="unsafe")  # elements 16..31
+    fifth = np.take(
+        _fifth_bit_table(),
+        halves.reshape(-1),
+        axis=0,
+        out=scratch.array("fifth", np.uint64, (halves.size, 2)),
+    )
     np.bitwise_or(values, fifth.reshape(values.shape), out=values)
 
 
 def _subtract_from_bytes(words: np.ndarray, amount: int) -> None:
     """Subtract ``amount`` from every byte of uint64 ``words`` modulo 256 (bytes become int8)."""
-    np.bitwise_or(words, _BYTE_SIGN_BITS, out=words)          # no byte can borrow from the next
+    np.bitwise_or(words, _BYTE_SIGN_BITS, out=words)  # no byte can borrow from the next
     np.subtract(words, np.uint64(int.from_bytes(bytes([amount]) * 8, "little")), out=words)
     np.bitwise_xor(words, _BYTE_SIGN_BITS, out=words)
 
 
-def _scaled(values: np.ndarray, signed: bool, blocks: np.ndarray, n_rows: int, has_minimum: bool,
-            scratch: Scratch, scale: bool) -> np.ndarray:
+def _scaled(
+    values: np.ndarray,
+    signed: bool,
+    blocks: np.ndarray,
+    n_rows: int,
+    has_minimum: bool,
+    scratch: Scratch,
+    scale: bool,
+) -> np.ndarray:
     """``q * d (+ m)`` from byte values [2, r, nb * 2 words] and the blocks' f16 ``d`` (and ``m``)."""
     shape = (2, n_rows, values.shape[2] * 8)
     out = scratch.array("decoded", np.float32, shape)
     np.copyto(out, values.view(np.int8 if signed else np.uint8).reshape(shape), casting="unsafe")
     if scale:
-        per_block = out.reshape(2, blocks.shape[0], 16)        # rows' blocks in order, in both groups
+        per_block = out.reshape(2, blocks.shape[0], 16)  # rows' blocks in order, in both groups
         np.multiply(per_block, _scales(blocks, 0), out=per_block)
         if has_minimum:
             np.add(per_block, _scales(blocks, 2), out=per_block)
     return out
 
 
-def _decode_q4_0(blocks, n_rows, scratch, scale):                  # d, 16 bytes of nibbles; q - 8
+def _decode_q4_0(blocks, n_rows, scratch, scale):  # d, 16 bytes of nibbles; q - 8
     values = _nibbles(blocks, 2, n_rows, scratch)
     _subtract_from_bytes(values, 8)
     return _scaled(values, True, blocks, n_rows, False, scratch, scale)
 
 
-def _decode_q4_1(blocks, n_rows, scratch, scale):                  # d, m, 16 bytes of nibbles
-    return _scaled(_nibbles(blocks, 4, n_rows, scratch), False, blocks, n_rows, True, scratch, scale)
+def _decode_q4_1(blocks, n_rows, scratch, scale):  # d, m, 16 bytes of nibbles
+    return _scaled(
+        _nibbles(blocks, 4, n_rows, scratch), False, blocks, n_rows, True, scratch, scale
+    )
 
 
-def _decode_q5_0(blocks, n_rows, scratch, scale):                  # d, 32 fifth bits, nibbles; q - 16
+def _decode_q5_0(blocks, n_rows, scratch, scale):  # d, 32 fifth bits, nibbles; q - 16
     values = _nibbles(blocks, 6, n_rows, scratch)
     _add_fifth_bits(values, blocks, 2, n_rows, scratch)
     _subtract_from_bytes(values, 16)
     return _scaled(values, True, blocks, n_rows, False, scratch, scale)
 
 
-def _decode_q5_1(blocks, n_rows, scratch, scale):                  # d, m, 32 fifth bits, nibbles
+def _decode_q5_1(blocks, n_rows, scratch, scale):  # d, m, 32 fifth bits, nibbles
     values = _nibbles(blocks, 8, n_rows, scratch)
     _add_fifth_bits(values, blocks, 4, n_rows, scratch)
     return _scaled(values, False, blocks, n_rows, True, scratch, scale)
 
 
-def _decode_q8_0(blocks, n_rows, scratch, scale):                  # d, 32 int8
+def _decode_q8_0(blocks, n_rows, scratch, scale):  # d, 32 int8
     out = scratch.array("decoded", np.float32, (1, n_rows, blocks.shape[0] // n_rows * 32))
     per_block = out.reshape(-1, 32)
     np.copyto(per_block, blocks[:, 2:].view(np.int8), casting="unsafe")
@@ -517,7 +556,7 @@ def _decode_q8_0(blocks, n_rows, scratch, scale):                  # d, 32 int8
     return out
 
 
-_BLOCK_DECODERS: Dict[GGMLType, Callable[[np.ndarray, int, Scratch, bool], np.ndarray]] = {
+_BLOCK_DECODERS: dict[GGMLType, Callable[[np.ndarray, int, Scratch, bool], np.ndarray]] = {
     GGMLType.Q4_0: _decode_q4_0,
     GGMLType.Q4_1: _decode_q4_1,
     GGMLType.Q5_0: _decode_q5_0,
@@ -526,8 +565,9 @@ _BLOCK_DECODERS: Dict[GGMLType, Callable[[np.ndarray, int, Scratch, bool], np.nd
 }
 
 
-def decode_block_rows(blocks: np.ndarray, ggml_type: GGMLType, n_rows: int, scratch: Scratch,
-                      scale: bool = True) -> np.ndarray:
+def decode_block_rows(
+    blocks: np.ndarray, ggml_type: GGMLType, n_rows: int, scratch: Scratch, scale: bool = True
+) -> np.ndarray:
     """The raw blocks ``[n_rows * nb, type_size]`` of ``n_rows`` rows of a block format, decoded
     into ``scratch``: float32 ``[groups, n_rows, nb * 32 / groups]``, each row's columns in the
     order :func:`decoded_column_order` gives. Values equal :func:`dequantize`'s; with

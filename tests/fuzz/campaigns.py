@@ -6,11 +6,12 @@ raw bytes of a coverage-guided fuzzer into the same target's input; and ``seeds(
 inputs such a fuzzer starts from. ``tests/test_robustness_fuzz.py`` runs each ``draw`` for a
 bounded number of examples, ``scripts/fuzz.py`` for as long as asked.
 """
+
 from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 from hypothesis import strategies as st
@@ -22,15 +23,15 @@ from ggml_py.tokenizer import Tokenizer
 class Campaign(NamedTuple):
     draw: Callable[[st.DataObject, Path], None]
     run_bytes: Callable[[bytes, Path], None]
-    seeds: Callable[[], Dict[str, bytes]]
+    seeds: Callable[[], dict[str, bytes]]
 
 
-@functools.lru_cache(maxsize=None)
-def _model_seeds() -> Dict[str, bytes]:
+@functools.cache
+def _model_seeds() -> dict[str, bytes]:
     return seeds.model_seeds()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gptj_tokenizer() -> Tokenizer:
     """GPT-J's tokenizer (examples/tiny-gptj): 50400 ids, merges and added tokens."""
     return Tokenizer.from_pretrained(seeds.TINY_GPTJ)
@@ -53,14 +54,20 @@ def _draw_model(data: st.DataObject, workdir: Path) -> None:
 
 
 def _draw_zip(data: st.DataObject, workdir: Path) -> None:
-    name = data.draw(st.sampled_from(["dtypes.pt", "views.pt", "compressed.pt", "big_endian.pt"]), label="seed")
-    targets.checkpoint_file(data.draw(mutations.forged_zip(seeds.checkpoint_seeds()[name]), label="mutant"), workdir)
+    name = data.draw(
+        st.sampled_from(["dtypes.pt", "views.pt", "compressed.pt", "big_endian.pt"]), label="seed"
+    )
+    targets.checkpoint_file(
+        data.draw(mutations.forged_zip(seeds.checkpoint_seeds()[name]), label="mutant"), workdir
+    )
 
 
 def _draw_checkpoint(data: st.DataObject, workdir: Path) -> None:
     checkpoints = seeds.checkpoint_seeds()
     name = data.draw(st.sampled_from(sorted(checkpoints)), label="seed")
-    targets.checkpoint_file(data.draw(mutations.damaged(checkpoints[name]), label="mutant"), workdir, Path(name).suffix)
+    targets.checkpoint_file(
+        data.draw(mutations.damaged(checkpoints[name]), label="mutant"), workdir, Path(name).suffix
+    )
 
 
 def _draw_pickle(data: st.DataObject, workdir: Path) -> None:
@@ -68,16 +75,22 @@ def _draw_pickle(data: st.DataObject, workdir: Path) -> None:
         stream = data.draw(mutations.pickle_streams(), label="stream")
     else:
         pickles = seeds.pickle_seeds()
-        stream = data.draw(mutations.damaged(pickles[data.draw(st.sampled_from(sorted(pickles)))]), label="mutant")
+        stream = data.draw(
+            mutations.damaged(pickles[data.draw(st.sampled_from(sorted(pickles)))]), label="mutant"
+        )
     targets.pickle_stream(stream)
 
 
 def _draw_safetensors(data: st.DataObject, workdir: Path) -> None:
-    targets.checkpoint_file(data.draw(mutations.safetensors_files(), label="file"), workdir, ".safetensors")
+    targets.checkpoint_file(
+        data.draw(mutations.safetensors_files(), label="file"), workdir, ".safetensors"
+    )
 
 
 def _draw_tokenizer(data: st.DataObject, workdir: Path) -> None:
-    targets.tokenizer_folder(data.draw(mutations.tokenizer_folders(seeds.tokenizer_seed()), label="files"), workdir)
+    targets.tokenizer_folder(
+        data.draw(mutations.tokenizer_folders(seeds.tokenizer_seed()), label="files"), workdir
+    )
 
 
 def _tokenizer_bytes(raw: bytes, workdir: Path) -> None:
@@ -88,49 +101,75 @@ def _tokenizer_bytes(raw: bytes, workdir: Path) -> None:
     targets.tokenizer_folder(files, workdir)
 
 
-ADDED_TOKEN_PIECES = st.sampled_from(["<|endoftext|>", "<|extratoken_1|>", "<|extratoken_143|>", "<|endo", "|>", "<|", " ", "\n"])
+ADDED_TOKEN_PIECES = st.sampled_from(
+    ["<|endoftext|>", "<|extratoken_1|>", "<|extratoken_143|>", "<|endo", "|>", "<|", " ", "\n"]
+)
 
 
 def _draw_text(data: st.DataObject, workdir: Path) -> None:
     # st.characters() includes lone surrogates, which have no UTF-8 form: a TokenizerError
-    pieces = data.draw(st.lists(st.one_of(st.text(st.characters(), max_size=20), ADDED_TOKEN_PIECES), max_size=8))
+    pieces = data.draw(
+        st.lists(st.one_of(st.text(st.characters(), max_size=20), ADDED_TOKEN_PIECES), max_size=8)
+    )
     targets.encode_text(gptj_tokenizer(), "".join(pieces))
 
 
 def _draw_ids(data: st.DataObject, workdir: Path) -> None:
-    ids = st.one_of(st.integers(0, 50399), st.integers(-(2**64), 2**64), st.sampled_from([50256, 50399, 50400, -1]))
+    ids = st.one_of(
+        st.integers(0, 50399),
+        st.integers(-(2**64), 2**64),
+        st.sampled_from([50256, 50399, 50400, -1]),
+    )
     targets.decode_ids(gptj_tokenizer(), data.draw(st.lists(ids, max_size=30), label="ids"))
 
 
 def _ids_bytes(raw: bytes, workdir: Path) -> None:
-    ids: List[int] = np.frombuffer(raw[: len(raw) // 4 * 4], dtype="<i4").tolist()
+    ids: list[int] = np.frombuffer(raw[: len(raw) // 4 * 4], dtype="<i4").tolist()
     targets.decode_ids(gptj_tokenizer(), ids)
 
 
-def _files(folder: Path, names) -> Callable[[], Dict[str, bytes]]:
+def _files(folder: Path, names) -> Callable[[], dict[str, bytes]]:
     return lambda: {name: (folder / name).read_bytes() for name in names}
 
 
-CAMPAIGNS: Dict[str, Campaign] = {
-    "model": Campaign(_draw_model, lambda raw, workdir: targets.model_file(raw, workdir, _suffix(raw)), _model_seeds),
-    "zip": Campaign(_draw_zip, targets.checkpoint_file, _files(seeds.CHECKPOINTS, ["dtypes.pt", "views.pt", "compressed.pt"])),
+CAMPAIGNS: dict[str, Campaign] = {
+    "model": Campaign(
+        _draw_model,
+        lambda raw, workdir: targets.model_file(raw, workdir, _suffix(raw)),
+        _model_seeds,
+    ),
+    "zip": Campaign(
+        _draw_zip,
+        targets.checkpoint_file,
+        _files(seeds.CHECKPOINTS, ["dtypes.pt", "views.pt", "compressed.pt"]),
+    ),
     "checkpoint": Campaign(_draw_checkpoint, targets.checkpoint_file, seeds.checkpoint_seeds),
-    "pickle": Campaign(_draw_pickle, lambda raw, workdir: targets.pickle_stream(raw), seeds.pickle_seeds),
+    "pickle": Campaign(
+        _draw_pickle, lambda raw, workdir: targets.pickle_stream(raw), seeds.pickle_seeds
+    ),
     "safetensors": Campaign(
         _draw_safetensors,
         lambda raw, workdir: targets.checkpoint_file(raw, workdir, ".safetensors"),
         _files(seeds.CHECKPOINTS, ["dtypes.safetensors"]),
     ),
     "tokenizer": Campaign(
-        _draw_tokenizer, _tokenizer_bytes,
-        lambda: {f"{index}-{name}": bytes([index]) + content
-                 for index, (name, content) in enumerate(seeds.tokenizer_seed().items())},
+        _draw_tokenizer,
+        _tokenizer_bytes,
+        lambda: {
+            f"{index}-{name}": bytes([index]) + content
+            for index, (name, content) in enumerate(seeds.tokenizer_seed().items())
+        },
     ),
     "text": Campaign(
         _draw_text,
-        lambda raw, workdir: targets.encode_text(gptj_tokenizer(), raw.decode("utf-8", "surrogateescape")),
+        lambda raw, workdir: targets.encode_text(
+            gptj_tokenizer(), raw.decode("utf-8", "surrogateescape")
+        ),
         lambda: {"sample": targets.SAMPLE_TEXT.encode()},
     ),
-    "ids": Campaign(_draw_ids, _ids_bytes, lambda: {"sample": np.array(gptj_tokenizer().encode(targets.SAMPLE_TEXT), "<i4").tobytes()}),
+    "ids": Campaign(
+        _draw_ids,
+        _ids_bytes,
+        lambda: {"sample": np.array(gptj_tokenizer().encode(targets.SAMPLE_TEXT), "<i4").tobytes()},
+    ),
 }
-

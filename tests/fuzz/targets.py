@@ -12,6 +12,7 @@ other outcome is a crash and raises out of the target:
 The same targets run under hypothesis in ``tests/test_robustness_fuzz.py`` and under atheris in
 ``scripts/fuzz.py``; ``tests/fixtures/crashers/`` replays every input that once crashed one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,8 @@ import os
 import shutil
 import signal
 import tracemalloc
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -36,7 +37,13 @@ from ggml_py.tokenizer import Tokenizer
 
 TIME_LIMIT = 5.0
 MEMORY_ALLOWANCE = 1 << 20  # interpreter noise and fixed-size tables, whatever the input
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "added_tokens.json", "special_tokens_map.json", "tokenizer_config.json")
+TOKENIZER_FILES = (
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "special_tokens_map.json",
+    "tokenizer_config.json",
+)
 # Encoded by every tokenizer a target builds: words, digits, an added token, non-ASCII, controls.
 SAMPLE_TEXT = "Hello, wörld's 3.14 <|endoftext|> ☃  \n\t<|added_a|>x"
 
@@ -44,7 +51,7 @@ _unique = itertools.count()
 
 # The most recent input given to a file target (bytes, or file name -> bytes for a tokenizer
 # folder), so that a fuzz driver can keep the one that crashed.
-last_input: "bytes | Dict[str, bytes] | None" = None
+last_input: bytes | dict[str, bytes] | None = None
 
 
 class Hang(BaseException):
@@ -62,6 +69,7 @@ def bounded(input_size: int, seconds: float = TIME_LIMIT) -> Iterator[None]:
     tracemalloc.reset_peak()
     timer = hasattr(signal, "setitimer")
     if timer:
+
         def on_alarm(signum, frame):
             raise Hang(f"no result after {seconds} s")
 
@@ -80,7 +88,9 @@ def bounded(input_size: int, seconds: float = TIME_LIMIT) -> Iterator[None]:
     assert peak <= limit, f"allocated {peak} bytes for {input_size} bytes of input (limit {limit})"
 
 
-def check_refusal(error: GgmlPyError, where: "Optional[os.PathLike[str] | str]", size: Optional[int] = None) -> None:
+def check_refusal(
+    error: GgmlPyError, where: os.PathLike[str] | str | None, size: int | None = None
+) -> None:
     """A refusal must be one line and, for file input, name the file (or a file in the folder)
     and give an offset, if any, within the input's ``size`` bytes."""
     message = str(error)
@@ -117,7 +127,9 @@ def model_file(data: bytes, workdir: Path, suffix: str = ".bin") -> None:
                 check_refusal(error, path, len(data))
                 return
         for info in model.tensors.values():
-            assert info.offset + info.nbytes <= len(data) and info.data.nbytes == info.nbytes, info.name
+            assert info.offset + info.nbytes <= len(data) and info.data.nbytes == info.nbytes, (
+                info.name
+            )
             assert dequantize(info.data, info.type, info.shape).shape == info.shape
     finally:
         path.unlink()
@@ -167,7 +179,7 @@ def pickle_stream(data: bytes) -> None:
 # ----------------------------------------------------------------------------------- tokenizer
 
 
-def tokenizer_folder(files: Dict[str, bytes], workdir: Path) -> None:
+def tokenizer_folder(files: dict[str, bytes], workdir: Path) -> None:
     """``Tokenizer.from_pretrained`` on a folder of these files, then encoding and decoding."""
     global last_input
     last_input = dict(files)
