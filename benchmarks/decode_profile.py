@@ -28,7 +28,7 @@ OPS = ("linear", "attention", "layer_norm", "gelu", "embedding")
 
 def conversion_seconds(backend, weights: dict, names) -> float:
     """Decode (without multiplying) the ``blocked-f16`` matrices ``names`` as ``linear`` would."""
-    from backends.blocked_f16 import _split_rows
+    from ggml_py_backends.blocked_f16 import _split_rows
 
     start = time.perf_counter()
     for name in names:

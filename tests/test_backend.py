@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 
 import numpy as np
 import pytest
@@ -35,12 +36,38 @@ def _run(*args, cwd, env=None, timeout=300):
 
 def test_shipped_backends_are_registered_entry_points():
     entries = installed_backends()
-    assert entries["numpy-blas"].target == "backends.numpy_blas:NumpyBlasBackend"
-    assert entries["blocked-f16"].target == "backends.blocked_f16:BlockedF16Backend"
+    assert entries["numpy-blas"].target == "ggml_py_backends.numpy_blas:NumpyBlasBackend"
+    assert entries["blocked-f16"].target == "ggml_py_backends.blocked_f16:BlockedF16Backend"
     for name in SHIPPED:
         assert entries[name].distribution.startswith("ggml-py ")
         backend = create_backend(name, n_threads=2)
         assert isinstance(backend, Backend) and backend.name == name
+
+
+@pytest.mark.parametrize("backend", SHIPPED)
+def test_load_works_from_a_folder_with_its_own_backends_package(backend, tmp_path):
+    # A project folder with a package called `backends` (common in web projects) comes first on
+    # sys.path; the shipped backends must still import, so they are installed under another name.
+    project_backends = tmp_path / "backends"
+    project_backends.mkdir()
+    (project_backends / "__init__.py").write_text('"""The project\'s own backends."""\n')
+    (project_backends / "numpy_blas.py").write_text("raise ImportError('the wrong module')\n")
+    model_path = tmp_path / "bytes.bin"
+    write_model_file(model_path, byte_model_file())
+    script = (
+        "import backends, ggml_py\n"
+        f"assert backends.__file__.startswith({str(tmp_path)!r})\n"
+        f"model = ggml_py.load({str(model_path)!r}, backend={backend!r})\n"
+        "print(model.backend.name, model.eval([1, 2], n_past=0).shape)\n"
+    )
+    result = _run("-c", script, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == [backend, "(2,", "257)"]
+
+
+def test_the_distribution_installs_no_generic_top_level_name():
+    top_level = metadata.distribution("ggml-py").read_text("top_level.txt").split()
+    assert sorted(top_level) == ["ggml_py", "ggml_py_backends"]
 
 
 def test_backend_choice_order_is_argument_then_environment_then_numpy_blas(monkeypatch):
@@ -62,7 +89,7 @@ def test_unknown_backend_and_bad_thread_count_are_backend_errors():
 
 
 def test_numpy_blas_refuses_a_model_larger_than_available_memory_before_decoding_anything():
-    from backends.numpy_blas import available_memory
+    from ggml_py_backends.numpy_blas import available_memory
 
     available = available_memory()
     assert available is not None and available > 0
@@ -78,7 +105,7 @@ def test_numpy_blas_refuses_a_model_larger_than_available_memory_before_decoding
 
 
 def test_numpy_blas_refuses_weights_that_fit_only_without_room_to_run():
-    from backends.numpy_blas import available_memory, running_reserve
+    from ggml_py_backends.numpy_blas import available_memory, running_reserve
 
     available = available_memory()
     assert available is not None and available > 0
@@ -96,7 +123,7 @@ def test_numpy_blas_refuses_weights_that_fit_only_without_room_to_run():
 
 
 def test_available_memory_reads_memavailable(tmp_path):
-    from backends.numpy_blas import available_memory
+    from ggml_py_backends.numpy_blas import available_memory
 
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       16000000 kB\nMemAvailable:    1234567 kB\n")
@@ -106,7 +133,7 @@ def test_available_memory_reads_memavailable(tmp_path):
 
 
 def test_blocked_f16_keeps_weights_in_the_file_bytes():
-    from backends.blocked_f16 import BlockedMatrix
+    from ggml_py_backends.blocked_f16 import BlockedMatrix
 
     raw = np.arange(4 * 64, dtype=np.float16).view(np.uint8)
     record = TensorInfo("w", GGMLType.F16, (4, 64), 0, raw.size, raw)
@@ -224,11 +251,11 @@ def test_backends_command_lists_names_origins_and_the_default():
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     assert any(
-        line.startswith("* blocked-f16  backends.blocked_f16:BlockedF16Backend [ggml-py ")
+        line.startswith("* blocked-f16  ggml_py_backends.blocked_f16:BlockedF16Backend [ggml-py ")
         for line in lines
     )
     assert any(
-        line.startswith("  numpy-blas   backends.numpy_blas:NumpyBlasBackend [ggml-py ")
+        line.startswith("  numpy-blas   ggml_py_backends.numpy_blas:NumpyBlasBackend [ggml-py ")
         for line in lines
     )
     assert "float32 in RAM" in result.stdout
