@@ -1,12 +1,14 @@
 """Shared fixtures: the model that ships with the project, and the optional golden data.
 
-Golden data lives in ``../shared/peer`` beside the checkout. Tests that need it ask for the
-``peer`` fixture, which skips them cleanly when the folder is absent.
+Golden data is the folder given by ``--ggml-py-golden-dir DIR`` or ``$GGML_PY_GOLDEN_DIR`` (the
+options of the conformance suite), else ``../shared/peer`` beside the checkout. Tests that need
+it ask for the ``peer`` fixture, which skips them cleanly when the folder is absent.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -22,12 +24,21 @@ def tiny_model_dir() -> Path:
     return TINY_MODEL
 
 
+def golden_dir(config: pytest.Config) -> Path:
+    """The golden data folder this run uses (it may not exist)."""
+    given = config.getoption("--ggml-py-golden-dir", default=None) or os.environ.get(
+        "GGML_PY_GOLDEN_DIR"
+    )
+    return Path(given) if given else PEER
+
+
 @pytest.fixture(scope="session")
-def peer() -> Path:
-    """``../shared/peer`` (golden outputs of torch, transformers and ggml), or skip."""
-    if not PEER.is_dir():
-        pytest.skip("golden data ../shared/peer is not present")
-    return PEER
+def peer(request: pytest.FixtureRequest) -> Path:
+    """The golden data folder (outputs of torch, transformers and ggml), or skip."""
+    folder = golden_dir(request.config)
+    if not folder.is_dir():
+        pytest.skip(f"golden data {folder} is not present")
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ memory of ``numpy-blas`` and slower, but a little more accurate. LayerNorm, GELU
 Check it with the conformance suite::
 
     pip install ./examples/custom_backend
-    pytest --pyargs ggml_py.conformance --backend example-float64
+    pytest --pyargs ggml_py.conformance --ggml-py-backend example-float64
 """
 
 from __future__ import annotations
