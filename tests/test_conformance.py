@@ -4,30 +4,17 @@ pytest plugin that every pytest run of the environment loads."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from importlib import metadata
 
 import pytest
 from conftest import REPO, golden_dir
-
-
-def _python(*args, cwd, env=None, timeout=600):
-    return subprocess.run(
-        [sys.executable, *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-    )
+from test_backend import _run
 
 
 def _suite(*args, cwd, env=None):
     """``pytest --pyargs ggml_py.conformance ARGS`` in a fresh interpreter."""
-    return _python(
+    return _run(
         "-m",
         "pytest",
         "-p",
@@ -58,7 +45,7 @@ def test_the_plugin_loaded_into_every_pytest_run_imports_nothing_heavy():
     code = (
         "import sys, _ggml_py_pytest_plugin; print(sorted({m.split('.')[0] for m in sys.modules}))"
     )
-    result = _python("-c", code, cwd=REPO)
+    result = _run("-c", code, cwd=REPO)
     loaded = result.stdout
     assert result.returncode == 0, result.stderr
     for heavy in ("ggml_py", "numpy", "ml_dtypes"):
@@ -75,7 +62,7 @@ def test_the_suite_runs_complete_from_an_installed_package(tmp_path, request):
     for name in ("ggml_py", "backends"):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     site = tmp_path / "site"
-    install = _python(
+    install = _run(
         "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
         "--target", str(site), str(source), cwd=tmp_path,
     )  # fmt: skip
@@ -117,7 +104,7 @@ def test_a_projects_own_backend_option_does_not_clash(tmp_path):
     (tmp_path / "test_own.py").write_text(
         "def test_own(request):\n    assert request.config.getoption('--backend') == 'mine'\n"
     )
-    own = _python("-m", "pytest", "-q", "-p", "no:cacheprovider", "--backend", "mine", cwd=tmp_path)
+    own = _run("-m", "pytest", "-q", "-p", "no:cacheprovider", "--backend", "mine", cwd=tmp_path)
     assert own.returncode == 0 and "1 passed" in own.stdout, own.stdout + own.stderr
     suite = _suite("-q", "--ggml-py-backend", "blocked-f16", "-k", "gelu", cwd=tmp_path)
     assert suite.returncode == 0 and " passed" in suite.stdout, suite.stdout + suite.stderr
