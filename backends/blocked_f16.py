@@ -35,7 +35,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from ggml_py.backend import Float32Ops, TensorRecord, default_thread_count, set_blas_threads
+from ggml_py.backend import Float32Ops, WeightTensor, default_thread_count, set_blas_threads
 from ggml_py.formats.quant import (
     BLOCK_FORMATS,
     F16_SCALE_EXPONENT,
@@ -71,7 +71,7 @@ class PerBlockActivations(NamedTuple):
 class BlockedMatrix:
     """A 2-D weight ``[out, in]`` left in the file, decoded ``block_rows`` rows at a time."""
 
-    def __init__(self, record: TensorRecord):
+    def __init__(self, record: WeightTensor):
         self.name = record.name
         self.type = GGMLType(record.type)
         self.shape = tuple(record.shape)
@@ -258,7 +258,7 @@ class BlockedF16Backend(Float32Ops):
         )
         self._scratch = Scratch()
 
-    def prepare(self, path: str, tensors: Mapping[str, TensorRecord]) -> dict[str, Any]:
+    def prepare(self, path: str, tensors: Mapping[str, WeightTensor]) -> dict[str, Any]:
         # vectors (norms, biases) are tiny: decode them once; matrices stay in the file
         return {
             name: BlockedMatrix(t)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ggml_py.backend import Float32Ops, TensorRecord, default_thread_count, set_blas_threads
+from ggml_py.backend import Float32Ops, WeightTensor, default_thread_count, set_blas_threads
 from ggml_py.errors import BackendError
 from ggml_py.formats.quant import dequantize
 
@@ -30,7 +30,7 @@ class NumpyBlasBackend(Float32Ops):
         # the threads are the BLAS library's; the graph itself is single-threaded Python
         self.n_threads = n_threads or default_thread_count()
 
-    def prepare(self, path: str, tensors: Mapping[str, TensorRecord]) -> dict[str, Any]:
+    def prepare(self, path: str, tensors: Mapping[str, WeightTensor]) -> dict[str, Any]:
         needed = sum(4 * math.prod(t.shape) for t in tensors.values())
         reserve = running_reserve(needed)
         available = available_memory()
@@ -44,7 +44,7 @@ class NumpyBlasBackend(Float32Ops):
 
         # own, aligned, contiguous copies: BLAS must never read the (unaligned) memory map.
         # Decoding runs in NumPy passes that release the GIL: one tensor per thread at a time.
-        def to_float32(t: TensorRecord) -> np.ndarray:
+        def to_float32(t: WeightTensor) -> np.ndarray:
             return np.require(dequantize(t.data, t.type, t.shape), np.float32, ["C", "A", "O"])
 
         with ThreadPoolExecutor(self.n_threads) as pool:

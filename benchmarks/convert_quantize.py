@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ggml_py.convert import gptj_tensor_names, gptj_tensor_shapes
+from ggml_py.formats.gptj import tensor_names, tensor_shapes
 from ggml_py.tokenizer import bytes_to_token
 
 
@@ -63,10 +63,10 @@ def write_checkpoint(folder: str, shape: Shape) -> int:
     vocab = {bytes_to_token(f"tok{i}".encode()): i for i in range(shape.n_vocab)}
     with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
         json.dump(vocab, f, ensure_ascii=False)
-    shapes = gptj_tensor_shapes(shape.n_vocab, shape.n_embd, shape.n_layer)
+    shapes = tensor_shapes(shape.n_vocab, shape.n_embd, shape.n_layer)
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
-    for name in gptj_tensor_names(shape.n_layer):
+    for name in tensor_names(shape.n_layer):
         nbytes = 2 * int(np.prod(shapes[name]))
         header[name] = {
             "dtype": "F16",
@@ -79,7 +79,7 @@ def write_checkpoint(folder: str, shape: Shape) -> int:
     rng = np.random.default_rng(0)
     with open(os.path.join(folder, "model.safetensors"), "wb") as f:
         f.write(struct.pack("<Q", len(encoded)) + encoded)
-        for name in gptj_tensor_names(shape.n_layer):
+        for name in tensor_names(shape.n_layer):
             rows, *rest = shapes[name]
             row_len = rest[0] if rest else rows
             n_rows = rows if rest else 1

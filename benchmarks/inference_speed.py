@@ -81,7 +81,8 @@ RSS_LIMITS_MIB = {("6B", "f16", "blocked-f16"): 13.5 * 1000**3 / 2**20}
 def write_model(path: str, file_type: str, n_embd: int, n_layer: int, n_head: int) -> None:
     """A GPT-J file of random weights (normal, sigma 0.02) in ``file_type`` through ``write_ggml``."""
     from ggml_py.formats import GptjHparams
-    from ggml_py.formats.ggml import TensorRecord, write_ggml
+    from ggml_py.formats.ggml import write_ggml
+    from ggml_py.formats.model_file import OutputTensor
     from ggml_py.formats.quant import QNT_VERSION, GGMLFileType, GGMLType, quantize
 
     ftype = GGMLFileType.parse(file_type)
@@ -117,7 +118,7 @@ def write_model(path: str, file_type: str, n_embd: int, n_layer: int, n_head: in
         ("lm_head.bias", (N_VOCAB,)),
     ]
     records = [
-        TensorRecord(
+        OutputTensor(
             name,
             ftype.weight_type if len(shape) == 2 else GGMLType.F32,
             shape,

@@ -32,7 +32,7 @@ ENV_VAR = "GGML_PY_BACKEND"
 DEFAULT_BACKEND = "numpy-blas"
 
 
-class TensorRecord(Protocol):
+class WeightTensor(Protocol):
     """What a backend receives for each tensor: ``ggml_py.formats.TensorInfo`` satisfies it.
 
     ``type`` is a ``ggml_py.formats.quant.GGMLType``; ``shape`` is in NumPy order (rows first);
@@ -58,7 +58,7 @@ class Backend(Protocol):
     name: str
     description: str
 
-    def prepare(self, path: str, tensors: Mapping[str, TensorRecord]) -> dict[str, Any]:
+    def prepare(self, path: str, tensors: Mapping[str, WeightTensor]) -> dict[str, Any]:
         """Turn every tensor into a handle; raise ``BackendError(path, ...)`` to refuse a model."""
 
     def embedding(self, table: Any, ids: np.ndarray) -> np.ndarray:

@@ -386,9 +386,13 @@ def _add_tokenize(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _tokenize(args: argparse.Namespace) -> int:
+    from ggml_py.formats import open_model
     from ggml_py.tokenizer import Tokenizer, escape_token
 
-    tokenizer = Tokenizer.from_path(args.model)
+    if os.path.isdir(args.model):
+        tokenizer = Tokenizer.from_pretrained(args.model)
+    else:
+        tokenizer = Tokenizer.from_model(open_model(args.model))
     # Bytes of the argument that are not UTF-8 arrive as lone surrogates (surrogateescape); turn
     # them into U+FFFD like any text decoded with errors="replace".
     text = os.fsencode(args.prompt).decode("utf-8", errors="replace")

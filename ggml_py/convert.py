@@ -23,9 +23,11 @@ import numpy as np
 
 from ggml_py.checkpoint import open_checkpoint
 from ggml_py.errors import CheckpointError, GgmlPyError, ModelFileError, TokenizerError
-from ggml_py.formats import GptjHparams, open_model
-from ggml_py.formats.ggml import LAYER_NORM_EPS, ProgressCallback, TensorRecord, write_ggml
-from ggml_py.formats.gguf import write_gptj_gguf
+from ggml_py.formats import open_model
+from ggml_py.formats.ggml import LAYER_NORM_EPS, write_ggml
+from ggml_py.formats.gptj import GptjHparams, mlp_width, tensor_names, tensor_shapes
+from ggml_py.formats.gptj_gguf import write_gptj_gguf
+from ggml_py.formats.model_file import OutputTensor, ProgressCallback
 from ggml_py.formats.quant import (
     BLOCK_FORMATS,
     QNT_VERSION,
@@ -34,7 +36,7 @@ from ggml_py.formats.quant import (
     GGMLType,
     quantize,
 )
-from ggml_py.tokenizer import read_merges, token_to_bytes
+from ggml_py.tokenizer import derive_merges, read_merges, token_to_bytes
 
 # Elements encoded per step: bounds the temporaries of one step to a few tens of MB.
 _CHUNK_ELEMENTS = 1 << 22
@@ -45,63 +47,6 @@ _SKIPPED_SUFFIXES = ("attn.bias", "attn.masked_bias")
 
 class ConversionWarning(UserWarning):
     """The output is valid, but something about the input deserves the user's attention."""
-
-
-def gptj_tensor_names(n_layer: int) -> list[str]:
-    """The tensors of a GPT-J model in ``state_dict()`` order (module registration order), which is
-    the order ggml's converter writes.
-
-    >>> names = gptj_tensor_names(28)
-    >>> len(names), names[3], names[-1]
-    (285, 'transformer.h.0.attn.k_proj.weight', 'lm_head.bias')
-    """
-    names = ["transformer.wte.weight"]
-    for layer in range(n_layer):
-        prefix = f"transformer.h.{layer}."
-        names += [
-            prefix + suffix
-            for suffix in (
-                "ln_1.weight",
-                "ln_1.bias",
-                "attn.k_proj.weight",
-                "attn.v_proj.weight",
-                "attn.q_proj.weight",
-                "attn.out_proj.weight",
-                "mlp.fc_in.weight",
-                "mlp.fc_in.bias",
-                "mlp.fc_out.weight",
-                "mlp.fc_out.bias",
-            )
-        ]
-    return names + [
-        "transformer.ln_f.weight",
-        "transformer.ln_f.bias",
-        "lm_head.weight",
-        "lm_head.bias",
-    ]
-
-
-def gptj_tensor_shapes(n_vocab: int, n_embd: int, n_layer: int) -> dict[str, tuple[int, ...]]:
-    """NumPy shape of every GPT-J tensor (the MLP is 4 * n_embd wide, as ggml's loader assumes)."""
-    n_inner = 4 * n_embd
-    by_suffix = {
-        "ln_1.weight": (n_embd,),
-        "ln_1.bias": (n_embd,),
-        "mlp.fc_in.weight": (n_inner, n_embd),
-        "mlp.fc_in.bias": (n_inner,),
-        "mlp.fc_out.weight": (n_embd, n_inner),
-        "mlp.fc_out.bias": (n_embd,),
-        "transformer.wte.weight": (n_vocab, n_embd),
-        "lm_head.weight": (n_vocab, n_embd),
-        "lm_head.bias": (n_vocab,),
-        "ln_f.weight": (n_embd,),
-        "ln_f.bias": (n_embd,),
-    }
-    shapes = {}
-    for name in gptj_tensor_names(n_layer):
-        suffix = next((s for s in by_suffix if name.endswith(s)), None)
-        shapes[name] = by_suffix[suffix] if suffix else (n_embd, n_embd)  # attention projections
-    return shapes
 
 
 def record_type(name: str, n_dims: int, file_type: GGMLFileType) -> GGMLType:
@@ -178,7 +123,7 @@ def convert_hf(
     for name, tensor in tensors.items():
         ggml_type = record_type(name, len(tensor.shape), file_type)
         records.append(
-            TensorRecord(
+            OutputTensor(
                 name, ggml_type, tensor.shape, _quantized_chunks(_row_blocks(tensor), ggml_type)
             )
         )
@@ -215,12 +160,15 @@ def convert_to_gguf(
     """
     source = os.fspath(source)
     model = open_model(source)
-    merges = (
-        model.merges if vocab_dir is None else _folder_merges(vocab_dir, model.vocab, required=True)
-    )
+    if vocab_dir is not None:
+        merges = _folder_merges(vocab_dir, model.vocab, required=True)
+    elif model.merges is not None:
+        merges = model.merges
+    else:
+        merges = derive_merges(model.vocab)  # legacy ggml files carry none
     with open(source, "rb") as f:
         records = [
-            TensorRecord(
+            OutputTensor(
                 info.name, info.type, info.shape, _file_chunks(f, info.offset, info.nbytes)
             )
             for info in model.tensors.values()
@@ -260,7 +208,7 @@ def quantize_file(
             ggml_type = record_type(info.name, len(info.shape), file_type)
             if ggml_type is GGMLType.F32:
                 records.append(
-                    TensorRecord(
+                    OutputTensor(
                         info.name, info.type, info.shape, _file_chunks(f, info.offset, info.nbytes)
                     )
                 )
@@ -281,7 +229,7 @@ def quantize_file(
                 f, info.offset, info.shape, np.dtype("<f4" if info.type is GGMLType.F32 else "<f2")
             )
             records.append(
-                TensorRecord(info.name, ggml_type, info.shape, _quantized_chunks(rows, ggml_type))
+                OutputTensor(info.name, ggml_type, info.shape, _quantized_chunks(rows, ggml_type))
             )
         hparams = model.hparams._replace(ftype=file_type)
         write_ggml(destination, hparams, model.vocab, records, QNT_VERSION, progress)
@@ -316,7 +264,7 @@ def _read_config(hf_dir: str) -> dict[str, int]:
     if not isinstance(values["n_rot"], int) or not 0 < values["n_rot"] <= head_dim:
         raise CheckpointError(path, f"rotary_dim {rotary_dim!r} does not fit a head of {head_dim}")
     n_inner = config.get("n_inner")
-    if n_inner not in (None, 4 * values["n_embd"]):
+    if n_inner not in (None, mlp_width(values["n_embd"])):
         raise CheckpointError(
             path, f"n_inner {n_inner} is not 4 * n_embd, which the ggml format assumes"
         )
@@ -332,7 +280,7 @@ def _read_config(hf_dir: str) -> dict[str, int]:
 
 def _select_tensors(hf_dir: str, checkpoint, config) -> dict[str, object]:
     """The GPT-J tensors in ggml's order, each checked for presence, float dtype and shape."""
-    names = gptj_tensor_names(config["n_layer"])
+    names = tensor_names(config["n_layer"])
     available = {
         name: tensor for name, tensor in checkpoint.items() if not name.endswith(_SKIPPED_SUFFIXES)
     }
@@ -354,7 +302,7 @@ def _select_tensors(hf_dir: str, checkpoint, config) -> dict[str, object]:
             stacklevel=3,
         )
     n_vocab = available["transformer.wte.weight"].shape[0]
-    expected = gptj_tensor_shapes(n_vocab, config["n_embd"], config["n_layer"])
+    expected = tensor_shapes(n_vocab, config["n_embd"], config["n_layer"])
     selected = {}
     for name in names:
         tensor = available[name]
@@ -428,10 +376,10 @@ def read_vocab(hf_dir: str | os.PathLike[str], n_vocab: int) -> list[bytes]:
 
 def _folder_merges(
     folder: str | os.PathLike[str], vocab: Sequence[bytes], required: bool
-) -> list[tuple[bytes, bytes]] | None:
+) -> list[tuple[bytes, bytes]]:
     """The BPE merges of ``folder/merges.txt``, checked against the model's vocabulary (each
     merge must form a token of it). Without merges.txt: an error when ``required``, else a warning
-    and None (the GGUF writer then derives the merges from the vocabulary)."""
+    and the merges derived from the vocabulary."""
     path = os.path.join(os.fspath(folder), "merges.txt")
     if not os.path.isfile(path):
         if required:
@@ -441,7 +389,7 @@ def _folder_merges(
             ConversionWarning,
             stacklevel=3,
         )
-        return None
+        return derive_merges(vocab)
     merges = read_merges(path)
     tokens = set(vocab)
     for rank, (left, right) in enumerate(merges):

@@ -32,11 +32,9 @@ import numpy as np
 from ggml_py.backend import Backend, create_backend
 from ggml_py.errors import GgmlPyError, ModelFileError
 from ggml_py.formats import ModelFile, open_model
+from ggml_py.formats.gptj import FC_IN_WEIGHT, ROPE_BASE, mlp_width, tensor_shapes
 from ggml_py.sampling import Sampler, SamplingSettings
 from ggml_py.tokenizer import Tokenizer
-
-ROPE_BASE = 10000.0
-
 
 # --- rotary position embedding -----------------------------------------------------------------
 
@@ -198,32 +196,9 @@ def _check_model(model_file: ModelFile) -> int:
             path,
             f"n_rot {hp.n_rot} must be even and at most the head size {hp.n_embd // hp.n_head}",
         )
-    fc_in = model_file.tensors.get("transformer.h.0.mlp.fc_in.weight")
-    n_inner = fc_in.shape[0] if fc_in is not None and len(fc_in.shape) == 2 else 4 * hp.n_embd
-    E, F, V = hp.n_embd, n_inner, hp.n_vocab
-    expected = {
-        "transformer.wte.weight": (V, E),
-        "transformer.ln_f.weight": (E,),
-        "transformer.ln_f.bias": (E,),
-        "lm_head.weight": (V, E),
-        "lm_head.bias": (V,),
-    }
-    for layer in range(hp.n_layer):
-        p = f"transformer.h.{layer}."
-        expected.update(
-            {
-                p + "ln_1.weight": (E,),
-                p + "ln_1.bias": (E,),
-                p + "attn.q_proj.weight": (E, E),
-                p + "attn.k_proj.weight": (E, E),
-                p + "attn.v_proj.weight": (E, E),
-                p + "attn.out_proj.weight": (E, E),
-                p + "mlp.fc_in.weight": (F, E),
-                p + "mlp.fc_in.bias": (F,),
-                p + "mlp.fc_out.weight": (E, F),
-                p + "mlp.fc_out.bias": (E,),
-            }
-        )
+    fc_in = model_file.tensors.get(FC_IN_WEIGHT)
+    n_inner = mlp_width(hp.n_embd, None if fc_in is None else fc_in.shape)
+    expected = tensor_shapes(hp.n_vocab, hp.n_embd, hp.n_layer, n_inner)
     for name, shape in expected.items():
         tensor = model_file.tensors.get(name)
         if tensor is None:

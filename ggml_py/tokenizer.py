@@ -32,7 +32,7 @@ import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from ggml_py._tokenizer_unicode import (
     LETTERS_ASTRAL,
@@ -208,11 +208,66 @@ def bpe(piece: bytes, rank: RankFunction) -> list[bytes]:
     return parts
 
 
+def is_control_token(token: bytes) -> bool:
+    """Whether a token has the shape of one matched whole before BPE (``<|endoftext|>``,
+    ``<|extratoken_N|>``): ``from_vocab`` takes such tokens as added tokens, and merges never
+    build them.
+
+    >>> is_control_token(b"<|endoftext|>"), is_control_token(b"<|end of text|>")
+    (True, False)
+    """
+    return ADDED_TOKEN_SHAPE.fullmatch(token) is not None
+
+
+def derive_merges(vocab: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
+    """BPE merges recovered from a vocabulary whose ids are merge ranks (GPT-2 style).
+
+    The ranked tokens are all non-control tokens, each byte string ranked by its lowest id. For
+    every ranked token of two or more bytes, in rank order, rank-by-id BPE runs on its bytes
+    with only lower-ranked tokens allowed; if that ends in exactly two parts, they are the merge
+    that forms the token. On GPT-2's vocabulary this reproduces merges.txt exactly.
+
+    >>> derive_merges([b"a", b"b", b"c", b"ab", b"abc", b"<|endoftext|>"])
+    [(b'a', b'b'), (b'ab', b'c')]
+    """
+    ranks: dict[bytes, int] = {}
+    for token_id, token in enumerate(vocab):
+        if not is_control_token(token):
+            ranks.setdefault(token, token_id)
+    merges = []
+    for token, token_rank in ranks.items():
+        if len(token) < 2:
+            continue
+
+        def rank_below_token(left: bytes, right: bytes, token_rank: int = token_rank) -> int:
+            rank = ranks.get(left + right, NO_MERGE)
+            return rank if rank < token_rank else NO_MERGE
+
+        parts = bpe(token, rank_below_token)
+        if len(parts) == 2:
+            merges.append((parts[0], parts[1]))
+    return merges
+
+
+class ModelVocabulary(Protocol):
+    """What :meth:`Tokenizer.from_model` reads: ``ggml_py.formats.ModelFile`` has it."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def vocab(self) -> Sequence[bytes]: ...  # token id -> raw bytes
+
+    @property
+    def merges(self) -> Sequence[tuple[bytes, bytes]] | None: ...  # None: rank merges by id
+
+
 class Tokenizer:
     """Byte-level BPE tokenizer: text <-> token ids, identical to GPT2TokenizerFast.
 
     Build it with :meth:`from_pretrained` (a Hugging Face folder), :meth:`from_vocab` (a list of
-    token bytes, no merges) or :meth:`from_model_file` (the vocabulary inside a ggml/GGUF file).
+    token bytes, no merges) or :meth:`from_model` (the vocabulary of an opened ggml/GGUF file:
+    ``Tokenizer.from_model(ggml_py.formats.open_model(path))``).
 
     >>> byte_tokens = [bytes([b]) for b in range(256)]
     >>> tok = Tokenizer.from_vocab(byte_tokens + [b"ab", b"abc", b" ab", b"<|endoftext|>"])
@@ -361,28 +416,15 @@ class Tokenizer:
         return cls._from_token_list(tokens, None, added_token_ids, None)
 
     @classmethod
-    def from_model_file(cls, path: str | os.PathLike[str]) -> Tokenizer:
-        """The tokenizer of a ggml or GGUF model file (its vocabulary, and its merges if any)."""
-        from ggml_py.formats import open_model  # formats imports this module's helpers
-
-        return cls.from_model(open_model(path))
-
-    @classmethod
-    def from_model(cls, model) -> Tokenizer:
-        """The tokenizer of an already opened ``ggml_py.formats.ModelFile`` (no second read)."""
+    def from_model(cls, model: ModelVocabulary) -> Tokenizer:
+        """The tokenizer of an opened model file (``ggml_py.formats.open_model(path)``): its
+        vocabulary, and its merges if it has them."""
         return cls._from_token_list(model.vocab, model.merges, None, os.fspath(model.path))
-
-    @classmethod
-    def from_path(cls, path: str | os.PathLike[str]) -> Tokenizer:
-        """:meth:`from_pretrained` for a folder, :meth:`from_model_file` for a file."""
-        return cls.from_pretrained(path) if os.path.isdir(path) else cls.from_model_file(path)
 
     @classmethod
     def _from_token_list(cls, tokens, merges, added_token_ids, source) -> Tokenizer:
         if added_token_ids is None:
-            added_token_ids = [
-                i for i, data in enumerate(tokens) if ADDED_TOKEN_SHAPE.fullmatch(data)
-            ]
+            added_token_ids = [i for i, data in enumerate(tokens) if is_control_token(data)]
         added_tokens = {}
         for token_id in added_token_ids:
             if not 0 <= token_id < len(tokens):

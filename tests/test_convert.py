@@ -20,15 +20,10 @@ import pytest
 
 from ggml_py.checkpoint import open_checkpoint
 from ggml_py.cli import main
-from ggml_py.convert import (
-    ConversionWarning,
-    convert_hf,
-    default_outfile,
-    gptj_tensor_names,
-    read_vocab,
-)
+from ggml_py.convert import ConversionWarning, convert_hf, default_outfile, read_vocab
 from ggml_py.errors import CheckpointError, TokenizerError
 from ggml_py.formats import open_model
+from ggml_py.formats.gptj import tensor_names
 from ggml_py.formats.quant import QUANTIZED_TYPES, GGMLFileType, GGMLType
 
 FIXTURES = Path(__file__).parent / "fixtures" / "convert"
@@ -285,7 +280,7 @@ def test_interrupted_convert_leaves_nothing(tmp_path):
 
 
 def test_tensor_order_is_state_dict_order(tmp_path):
-    names = gptj_tensor_names(2)
+    names = tensor_names(2)
     assert len(names) == 25 and names[:4] == [
         "transformer.wte.weight",
         "transformer.h.0.ln_1.weight",

@@ -15,7 +15,8 @@ import pytest
 
 from ggml_py.errors import ModelFileError
 from ggml_py.formats import GptjHparams, open_model
-from ggml_py.formats.ggml import TensorRecord, pack_tensor_header, write_ggml
+from ggml_py.formats.ggml import pack_tensor_header, write_ggml
+from ggml_py.formats.model_file import OutputTensor
 from ggml_py.formats.quant import GGMLFileType, GGMLType, quantize
 
 PEER_FILES = ["f32", "f16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0"]
@@ -91,7 +92,7 @@ def test_f16_file_holds_the_f32_files_values(peer):
 def test_rewriting_a_read_file_gives_the_same_bytes(peer, tmp_path, kind):
     source = peer / "tiny-gptj" / f"ggml-model-{kind}.bin"
     model = open_model(source)
-    records = [TensorRecord(i.name, i.type, i.shape, [i.data]) for i in model.tensors.values()]
+    records = [OutputTensor(i.name, i.type, i.shape, [i.data]) for i in model.tensors.values()]
     write_ggml(
         tmp_path / "copy.bin", model.hparams, model.vocab, records, model.quantization_version
     )
@@ -116,7 +117,7 @@ def small_model(tmp_path):
     }
     for ggml_type in (GGMLType.Q4_0, GGMLType.Q5_0, GGMLType.Q5_1):
         arrays[f"{ggml_type.short_name}.weight"] = (ggml_type, rng.standard_normal((2, 32)))
-    records = [TensorRecord(name, t, a.shape, [quantize(a, t)]) for name, (t, a) in arrays.items()]
+    records = [OutputTensor(name, t, a.shape, [quantize(a, t)]) for name, (t, a) in arrays.items()]
     path = tmp_path / "small.bin"
     write_ggml(path, hparams, vocab, records, quantization_version=2)
     model = open_model(path)
@@ -213,7 +214,7 @@ def test_damaged_tensor_record(tmp_path, field, fmt, value, message):
 
 def test_duplicate_tensor_name(tmp_path):
     rows = np.ones((1, 4), np.float32)
-    records = [TensorRecord("x", GGMLType.F32, (1, 4), [rows])] * 2
+    records = [OutputTensor("x", GGMLType.F32, (1, 4), [rows])] * 2
     path = tmp_path / "dup.bin"
     write_ggml(path, GptjHparams(1, 1, 4, 1, 1, 0, GGMLFileType.ALL_F32), [b"a"], records)
     with pytest.raises(ModelFileError, match="'x' appears twice"):
@@ -233,7 +234,7 @@ def test_writer_checks_what_it_is_given(tmp_path):
     hparams = GptjHparams(2, 1, 4, 1, 1, 0, GGMLFileType.ALL_F32)
     with pytest.raises(ValueError, match="1 tokens given for n_vocab = 2"):
         write_ggml(tmp_path / "a.bin", hparams, [b"a"], [])
-    short = TensorRecord("x", GGMLType.F32, (1, 4), [np.ones(3, np.float32)])
+    short = OutputTensor("x", GGMLType.F32, (1, 4), [np.ones(3, np.float32)])
     with pytest.raises(ValueError, match="12 bytes written, 16 expected"):
         write_ggml(tmp_path / "b.bin", hparams, [b"a", b"b"], [short])
     assert not list(tmp_path.iterdir())  # nothing left behind by the failed writes

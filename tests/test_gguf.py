@@ -20,22 +20,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ggml_py.convert import gptj_tensor_names, read_vocab
+from ggml_py.convert import read_vocab
 from ggml_py.errors import ModelFileError
-from ggml_py.formats.ggml import TensorRecord
-from ggml_py.formats.gguf import (
-    GGUFField,
-    GGUFReader,
+from ggml_py.formats.gguf import GGUFField, GGUFReader, GGUFValueType, write_gguf
+from ggml_py.formats.gptj import tensor_names
+from ggml_py.formats.gptj_gguf import (
     GGUFTokenType,
-    GGUFValueType,
-    derive_merges,
     gguf_tensor_name,
     gguf_token_strings,
     hf_tensor_name,
-    write_gguf,
 )
+from ggml_py.formats.model_file import OutputTensor
 from ggml_py.formats.quant import GGMLType, quantize
-from ggml_py.tokenizer import token_to_bytes
+from ggml_py.tokenizer import derive_merges, token_to_bytes
 
 V = GGUFValueType
 
@@ -88,7 +85,7 @@ def sample_tensors():
 def write_ours(path: Path, fields=FIELDS, tensors=None) -> Path:
     tensors = sample_tensors() if tensors is None else tensors
     records = [
-        TensorRecord(name, ggml_type, shape, [data]) for name, ggml_type, shape, data in tensors
+        OutputTensor(name, ggml_type, shape, [data]) for name, ggml_type, shape, data in tensors
     ]
     with open(path, "wb") as out:
         write_gguf(out, fields, records, path=path)
@@ -397,21 +394,21 @@ def test_any_corrupted_byte_parses_or_raises_model_file_error(tmp_path, position
             [],
             "general.alignment 24 is not a power of two",
         ),
-        ([], [TensorRecord("x" * 64, GGMLType.F32, (1,), [b"\0" * 4])], "longer than 63 bytes"),
-        ([], [TensorRecord("x", GGMLType.F32, (1,), [b"\0" * 4])] * 2, "duplicate tensor name 'x'"),
+        ([], [OutputTensor("x" * 64, GGMLType.F32, (1,), [b"\0" * 4])], "longer than 63 bytes"),
+        ([], [OutputTensor("x", GGMLType.F32, (1,), [b"\0" * 4])] * 2, "duplicate tensor name 'x'"),
         (
             [],
-            [TensorRecord("x", GGMLType.Q8_0, (2, 16), [b""])],
+            [OutputTensor("x", GGMLType.Q8_0, (2, 16), [b""])],
             "not a multiple of the q8_0 block size",
         ),
         (
             [],
-            [TensorRecord("x", GGMLType.F32, (2,), [b"\0" * 4])],
+            [OutputTensor("x", GGMLType.F32, (2,), [b"\0" * 4])],
             "got 4 bytes of data, expected 8",
         ),
         (
             [],
-            [TensorRecord("x", GGMLType.F32, (1,), [b"\0" * 4, b"\0"])],
+            [OutputTensor("x", GGMLType.F32, (1,), [b"\0" * 4, b"\0"])],
             "got 5 bytes of data, expected 4",
         ),
     ],
@@ -425,8 +422,8 @@ def test_writer_streams_chunks_and_reports_progress(tmp_path):
     data = np.arange(40, dtype=np.float32)
     calls = []
     records = [
-        TensorRecord("a", GGMLType.F32, (4, 10), [data[:20], data[20:].tobytes()]),
-        TensorRecord("b", GGMLType.F32, (2,), [data[:2]]),
+        OutputTensor("a", GGMLType.F32, (4, 10), [data[:20], data[20:].tobytes()]),
+        OutputTensor("b", GGMLType.F32, (2,), [data[:2]]),
     ]
     with open(tmp_path / "s.gguf", "wb") as out:
         write_gguf(
@@ -443,7 +440,7 @@ def test_writer_streams_chunks_and_reports_progress(tmp_path):
 
 def test_tensor_names_match_gguf_py_gptj_map():
     name_map = gguf_py.get_tensor_name_map(gguf_py.MODEL_ARCH.GPTJ, 28)
-    names = gptj_tensor_names(28)
+    names = tensor_names(28)
     assert len(names) == 285
     for hf_name in names:
         expected = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
@@ -454,9 +451,7 @@ def test_tensor_names_match_gguf_py_gptj_map():
         gguf_py.TENSOR_NAMES[t].format(bid=0)
         for t in gguf_py.MODEL_TENSORS[gguf_py.MODEL_ARCH.GPTJ]
     }
-    assert {
-        gguf_tensor_name(name).rsplit(".", 1)[0] for name in gptj_tensor_names(1)
-    } == gptj_tensors
+    assert {gguf_tensor_name(name).rsplit(".", 1)[0] for name in tensor_names(1)} == gptj_tensors
 
 
 @pytest.mark.parametrize(
@@ -531,7 +526,7 @@ def test_merge_derivation_rules(vocab, merges):
 def test_docstring_examples_run():
     import doctest
 
-    from ggml_py.formats import gguf as gguf_module
+    from ggml_py.formats import gguf, gptj_gguf
 
-    results = doctest.testmod(gguf_module)
-    assert results.attempted >= 10 and results.failed == 0
+    results = [doctest.testmod(module) for module in (gguf, gptj_gguf)]
+    assert sum(r.attempted for r in results) >= 10 and sum(r.failed for r in results) == 0

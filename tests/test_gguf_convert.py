@@ -24,8 +24,9 @@ from ggml_py.cli import main
 from ggml_py.convert import convert_hf, convert_to_gguf
 from ggml_py.errors import ModelFileError, TokenizerError
 from ggml_py.formats import GptjHparams, open_model
-from ggml_py.formats.ggml import TensorRecord
-from ggml_py.formats.gguf import GGUFField, GGUFReader, GGUFValueType, gptj_fields, write_gguf
+from ggml_py.formats.gguf import GGUFField, GGUFReader, GGUFValueType, write_gguf
+from ggml_py.formats.gptj_gguf import gptj_fields
+from ggml_py.formats.model_file import OutputTensor
 from ggml_py.formats.quant import GGMLFileType, GGMLType
 from ggml_py.sampling import Sampler, SamplingSettings
 
@@ -411,7 +412,7 @@ def tiny_gptj_file(path: Path, replace=None, drop=(), add=(), tensors=None) -> P
     names = tensors or ["token_embd.weight", "output_norm.weight"]
     shapes = {"token_embd.weight": (len(BYTE_VOCAB), 4)}
     records = [
-        TensorRecord(
+        OutputTensor(
             n, GGMLType.F32, shapes.get(n, (4,)), [np.zeros(shapes.get(n, (4,)), np.float32)]
         )
         for n in names
@@ -568,10 +569,10 @@ def test_gguf_that_is_not_a_runnable_gptj(tmp_path, edit, message):
 
 
 def test_writer_refuses_tensors_outside_gptj(tmp_path, peer):
-    from ggml_py.formats.gguf import write_gptj_gguf
+    from ggml_py.formats.gptj_gguf import write_gptj_gguf
 
     legacy = open_model(legacy_path(peer, "q8_0"))
-    records = [TensorRecord("transformer.wpe.weight", GGMLType.F32, (1,), [b"\0" * 4])]
+    records = [OutputTensor("transformer.wpe.weight", GGMLType.F32, (1,), [b"\0" * 4])]
     with pytest.raises(
         ModelFileError, match="tensor 'transformer.wpe.weight' is not part of GPT-J"
     ):
@@ -580,7 +581,7 @@ def test_writer_refuses_tensors_outside_gptj(tmp_path, peer):
             legacy.hparams,
             legacy.vocab,
             records,
-            merges=None,
+            merges=[],
             layer_norm_eps=1e-5,
         )
     assert not os.listdir(tmp_path)

@@ -19,6 +19,7 @@ from ggml_py.backend import create_backend
 from ggml_py.conformance import reference
 from ggml_py.errors import GgmlPyError, ModelFileError
 from ggml_py.formats import ggml as ggml_format
+from ggml_py.formats.model_file import OutputTensor
 from ggml_py.formats.quant import GGMLType
 from ggml_py.model import GptJ, Model, rotary_tables, rotate_pairs
 from ggml_py.sampling import Sampler, SamplingSettings
@@ -38,17 +39,14 @@ def byte_model_file(n_ctx: int = 12, eos_bias: float = 0.0, seed: int = 0):
     bias[EOS] += eos_bias
     tensors = {
         **model_file.tensors,
-        "lm_head.bias": reference.tensor_record("lm_head.bias", bias, GGMLType.F32),
+        "lm_head.bias": reference.tensor_info("lm_head.bias", bias, GGMLType.F32),
     }
     return dataclasses.replace(model_file, vocab=BYTE_VOCAB, tensors=tensors)
 
 
 def write_model_file(path, model_file) -> None:
     """Write a ``ModelFile`` as a legacy ggml GPT-J file."""
-    records = [
-        ggml_format.TensorRecord(t.name, t.type, t.shape, [t.data])
-        for t in model_file.tensors.values()
-    ]
+    records = [OutputTensor(t.name, t.type, t.shape, [t.data]) for t in model_file.tensors.values()]
     ggml_format.write_ggml(path, model_file.hparams, model_file.vocab, records)
 
 
@@ -83,7 +81,7 @@ def test_missing_and_misshapen_tensors_are_model_file_errors():
     with pytest.raises(ModelFileError, match="tensor transformer.h.1.mlp.fc_out.bias is missing"):
         GptJ(dataclasses.replace(model_file, tensors=missing), create_backend("numpy-blas"))
     wrong = dict(model_file.tensors)
-    wrong["lm_head.bias"] = reference.tensor_record("lm_head.bias", np.zeros(5), GGMLType.F32)
+    wrong["lm_head.bias"] = reference.tensor_info("lm_head.bias", np.zeros(5), GGMLType.F32)
     with pytest.raises(ModelFileError, match=r"lm_head.bias has shape \(5,\), expected \(96,\)"):
         GptJ(dataclasses.replace(model_file, tensors=wrong), create_backend("numpy-blas"))
     odd_heads = dataclasses.replace(model_file, hparams=model_file.hparams._replace(n_head=5))

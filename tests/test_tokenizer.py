@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import ggml_py
 from ggml_py import tokenizer as tokenizer_module
 from ggml_py.errors import TokenizerError
+from ggml_py.formats import open_model
 from ggml_py.tokenizer import Tokenizer, bytes_to_token, escape_token, token_to_bytes
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tokenizer"
@@ -59,7 +60,7 @@ def from_vocab(tiny_model_dir) -> Tokenizer:
 
 @pytest.fixture(scope="module")
 def from_model_file(peer) -> Tokenizer:
-    return Tokenizer.from_model_file(peer / "tiny-gptj" / "ggml-model-f16.bin")
+    return Tokenizer.from_model(open_model(peer / "tiny-gptj" / "ggml-model-f16.bin"))
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def from_gguf_file(tiny_model_dir, tmp_path_factory) -> Tokenizer:
 
     path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
     convert_hf(tiny_model_dir, GGMLFileType.ALL_F32, path, file_format="gguf")
-    return Tokenizer.from_model_file(path)
+    return Tokenizer.from_model(open_model(path))
 
 
 @pytest.fixture(params=["pretrained", "from_vocab", "from_model_file", "from_gguf_file"])
@@ -84,8 +85,6 @@ def any_tokenizer(request) -> Tokenizer:
 
 def test_byte_alphabet_matches_ggml_converter(peer, tiny_model_dir):
     """ggml's converter wrote each vocab.json token's bytes into the model file."""
-    from ggml_py.formats import open_model
-
     vocab = json.loads((tiny_model_dir / "vocab.json").read_text())
     stored = open_model(peer / "tiny-gptj" / "ggml-model-f16.bin").vocab
     assert [token_to_bytes(token) for token in vocab] == stored[: len(vocab)]

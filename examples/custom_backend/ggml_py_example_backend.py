@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ggml_py.backend import Float32Ops, TensorRecord
+from ggml_py.backend import Float32Ops, WeightTensor
 from ggml_py.formats.quant import dequantize
 
 
@@ -28,7 +28,7 @@ class Float64Backend(Float32Ops):
     def __init__(self, n_threads: int | None = None):
         self.n_threads = n_threads  # single-threaded; accepted because every backend takes it
 
-    def prepare(self, path: str, tensors: Mapping[str, TensorRecord]) -> dict[str, Any]:
+    def prepare(self, path: str, tensors: Mapping[str, WeightTensor]) -> dict[str, Any]:
         # the records' bytes are read-only and unaligned: keep our own float64 copies
         return {
             name: dequantize(t.data, t.type, t.shape).astype(np.float64)

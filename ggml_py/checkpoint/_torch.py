@@ -19,7 +19,13 @@ from typing import BinaryIO
 import numpy as np
 
 from ggml_py.checkpoint._tensor import LazyTensor, MappedStorage, Storage, describe
-from ggml_py.checkpoint._unpickler import Refused, StorageType, TensorRecord, TypedStorage, unpickle
+from ggml_py.checkpoint._unpickler import (
+    RebuiltTensor,
+    Refused,
+    StorageType,
+    TypedStorage,
+    unpickle,
+)
 from ggml_py.errors import CheckpointError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -110,7 +116,7 @@ def collect_tensors(path: str, root: object) -> dict[str, LazyTensor]:
     state = root
     for _ in range(8):  # a bound, because a pickle can make a dict contain itself
         if not isinstance(state, dict) or any(
-            isinstance(value, TensorRecord) for value in state.values()
+            isinstance(value, RebuiltTensor) for value in state.values()
         ):
             break
         inner = [state[key] for key in ("model", "state_dict") if isinstance(state.get(key), dict)]
@@ -121,7 +127,7 @@ def collect_tensors(path: str, root: object) -> dict[str, LazyTensor]:
         raise CheckpointError(path, f"the pickle holds {describe(state)}, not a dict of tensors")
     tensors = {}
     for name, record in state.items():
-        if isinstance(record, TensorRecord):
+        if isinstance(record, RebuiltTensor):
             if type(name) is not str:
                 raise CheckpointError(path, f"tensor key {describe(name)} is not a string")
             tensors[name] = LazyTensor(

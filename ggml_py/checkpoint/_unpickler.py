@@ -5,7 +5,7 @@ any code. This module is a separate stack machine over the raw bytes instead: it
 opcodes torch's pickles use (protocols 2 to 5) and refuses every other one, and it resolves a
 global only through a fixed allowlist that maps the name to an inert stand-in. Nothing is ever
 imported or called outside this module. The stand-ins build plain Python data: dicts, lists,
-tuples, strings, numbers, and ``TensorRecord`` for each tensor rebuild call.
+tuples, strings, numbers, and ``RebuiltTensor`` for each tensor rebuild call.
 
 Limits keep a hostile pickle from exhausting memory or time: no read past the data, strings and
 integers bounded, at most ``MAX_MEMO`` memo entries, ``MAX_MARK_DEPTH`` nested marks,
@@ -52,7 +52,7 @@ class TypedStorage:
         self.dtype = dtype
 
 
-class TensorRecord:
+class RebuiltTensor:
     """A tensor rebuild call, unchecked: ``LazyTensor`` validates the layout once it has a name."""
 
     __slots__ = ("storage", "dtype", "offset", "shape", "strides")
@@ -124,7 +124,7 @@ def _arguments(args: tuple, name: str, least: int, most: int) -> tuple:
 
 def _rebuild_tensor(
     args: tuple, name: str, least: int, most: int, dtype_at: int | None
-) -> TensorRecord:
+) -> RebuiltTensor:
     args = _arguments(args, name, least, most)
     typed = args[0]
     if not isinstance(typed, TypedStorage):
@@ -134,23 +134,23 @@ def _rebuild_tensor(
         if not isinstance(args[dtype_at], _DType):
             raise Refused(f"{name} needs a torch dtype, not {describe(args[dtype_at])}")
         dtype = args[dtype_at].dtype
-    return TensorRecord(typed.storage, dtype, args[1], args[2], args[3])
+    return RebuiltTensor(typed.storage, dtype, args[1], args[2], args[3])
 
 
-def _rebuild_tensor_v2(args: tuple) -> TensorRecord:
+def _rebuild_tensor_v2(args: tuple) -> RebuiltTensor:
     # (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
     return _rebuild_tensor(args, "_rebuild_tensor_v2", 6, 7, None)
 
 
-def _rebuild_tensor_v3(args: tuple) -> TensorRecord:
+def _rebuild_tensor_v3(args: tuple) -> RebuiltTensor:
     # (untyped storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype[, metadata])
     return _rebuild_tensor(args, "_rebuild_tensor_v3", 7, 8, 6)
 
 
-def _parameter(args: tuple, name: str, count: int) -> TensorRecord:
+def _parameter(args: tuple, name: str, count: int) -> RebuiltTensor:
     # (data, requires_grad, backward_hooks[, state]): a Parameter is its data.
     data = _arguments(args, name, count, count)[0]
-    if not isinstance(data, TensorRecord):
+    if not isinstance(data, RebuiltTensor):
         raise Refused(f"{name} needs a tensor, not {describe(data)}")
     return data
 

@@ -10,11 +10,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ggml_py.formats import GptjHparams, ModelFile, TensorInfo
+from ggml_py.formats.gptj import ROPE_BASE, GptjHparams, tensor_shapes
+from ggml_py.formats.model_file import ModelFile, TensorInfo
 from ggml_py.formats.quant import GGMLFileType, GGMLType, dequantize, quantize
 
 
-def tensor_record(
+def tensor_info(
     name: str, values: np.ndarray, ggml_type: GGMLType, misalign: int = 0
 ) -> TensorInfo:
     """Encode ``values`` as ``ggml_type`` into a read-only byte view starting ``misalign`` bytes
@@ -27,9 +28,9 @@ def tensor_record(
     return TensorInfo(name, GGMLType(ggml_type), tuple(values.shape), 0, raw.size, data)
 
 
-def decoded(record: TensorInfo) -> np.ndarray:
-    """The exact values a record holds, in float64."""
-    return dequantize(record.data, record.type, record.shape).astype(np.float64)
+def decoded(tensor: TensorInfo) -> np.ndarray:
+    """The exact values a tensor holds, in float64."""
+    return dequantize(tensor.data, tensor.type, tensor.shape).astype(np.float64)
 
 
 def linear(x: np.ndarray, w: np.ndarray, b=None) -> np.ndarray:
@@ -67,7 +68,7 @@ def gptj_logits(
     E, H, R = hparams.n_embd, hparams.n_head, hparams.n_rot
     D, T = E // H, len(ids)
     positions = np.arange(T, dtype=np.float64)
-    angles = positions[:, None] / 10000.0 ** (np.arange(0, R, 2) / R)  # [T, R/2]
+    angles = positions[:, None] / ROPE_BASE ** (np.arange(0, R, 2) / R)  # [T, R/2]
     cos, sin = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]  # [T, 1, R/2]
 
     def rotate(x):  # [T, H, D]
@@ -107,34 +108,16 @@ def random_gptj(
     """A small GPT-J with random weights, 2-D weights stored as ``weight_type`` (vectors in f32),
     every tensor misaligned by a different number of bytes."""
     rng = np.random.default_rng(seed)
-    E, F, V = n_embd, 4 * n_embd, n_vocab
-    shapes = {"transformer.wte.weight": (V, E)}
+    shapes = tensor_shapes(n_vocab, n_embd, n_layer)
+    # Drawn with each layer's q_proj before k_proj and v_proj (the graph's order, not the file's),
+    # which keeps the model a seed has always given.
+    names = list(shapes)
     for layer in range(n_layer):
-        p = f"transformer.h.{layer}."
-        shapes.update(
-            {
-                p + "ln_1.weight": (E,),
-                p + "ln_1.bias": (E,),
-                p + "attn.q_proj.weight": (E, E),
-                p + "attn.k_proj.weight": (E, E),
-                p + "attn.v_proj.weight": (E, E),
-                p + "attn.out_proj.weight": (E, E),
-                p + "mlp.fc_in.weight": (F, E),
-                p + "mlp.fc_in.bias": (F,),
-                p + "mlp.fc_out.weight": (E, F),
-                p + "mlp.fc_out.bias": (E,),
-            }
-        )
-    shapes.update(
-        {
-            "transformer.ln_f.weight": (E,),
-            "transformer.ln_f.bias": (E,),
-            "lm_head.weight": (V, E),
-            "lm_head.bias": (V,),
-        }
-    )
+        q_proj = names.pop(names.index(f"transformer.h.{layer}.attn.q_proj.weight"))
+        names.insert(names.index(f"transformer.h.{layer}.attn.k_proj.weight"), q_proj)
     tensors = {}
-    for index, (name, shape) in enumerate(shapes.items()):
+    for index, name in enumerate(names):
+        shape = shapes[name]
         if name.endswith("ln_1.weight") or name.endswith("ln_f.weight"):
             values = 1.0 + 0.1 * rng.standard_normal(shape)
         elif len(shape) == 1:
@@ -142,10 +125,10 @@ def random_gptj(
         else:
             values = rng.standard_normal(shape) / np.sqrt(shape[1])
         ggml_type = weight_type if len(shape) == 2 else GGMLType.F32
-        tensors[name] = tensor_record(name, values, ggml_type, misalign=index % 4)
+        tensors[name] = tensor_info(name, values, ggml_type, misalign=index % 4)
     file_type = next(t for t in GGMLFileType if t.weight_type == weight_type)
-    hparams = GptjHparams(V, n_ctx, E, n_head, n_layer, n_rot, file_type)
-    vocab = [bytes([i]) if i < 256 else b"<|token_%d|>" % i for i in range(V)]
+    hparams = GptjHparams(n_vocab, n_ctx, n_embd, n_head, n_layer, n_rot, file_type)
+    vocab = [bytes([i]) if i < 256 else b"<|token_%d|>" % i for i in range(n_vocab)]
     return ModelFile(
         path=f"<random gpt-j {weight_type.short_name}>",
         format="ggml",

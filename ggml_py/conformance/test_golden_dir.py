@@ -46,8 +46,8 @@ def golden(conformance_golden_dir):
 
 
 def _model(golden, file_type, backend) -> Model:
-    path = golden["folder"] / f"ggml-model-{file_type}.bin"
-    return Model(open_model(path), backend, Tokenizer.from_model_file(path))
+    model_file = open_model(golden["folder"] / f"ggml-model-{file_type}.bin")
+    return Model(model_file, backend, Tokenizer.from_model(model_file))
 
 
 def _greedy(model: Model, prompt_ids) -> list:

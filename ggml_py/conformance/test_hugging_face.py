@@ -92,8 +92,8 @@ def test_chunks_and_single_tokens_up_to_the_full_context_match_hugging_face(
 
 @pytest.mark.parametrize("file_type", FILE_TYPES)
 def test_greedy_tokens_match_hugging_face(golden, conformance_backend, file_type):
-    path = DATA / golden["expected"]["files"][file_type]
-    model = Model(open_model(path), conformance_backend, Tokenizer.from_model_file(path))
+    model_file = open_model(DATA / golden["expected"]["files"][file_type])
+    model = Model(model_file, conformance_backend, Tokenizer.from_model(model_file))
     greedy = golden["expected"]["greedy"]
     prompt = golden["logits"][f"{greedy['prompt']}_ids"].tolist()
     expected = greedy["ids"][_weight_set(golden, file_type)]

@@ -53,7 +53,7 @@ def test_embedding_returns_the_decoded_rows(conformance_backend, ggml_type, misa
     rng = _rng(ggml_type, misalign)
     shapes = [(70, 64)] + ([(9, 33)] if ggml_type in (GGMLType.F32, GGMLType.F16) else [])
     for n_rows, n_cols in shapes:
-        record = reference.tensor_record(
+        record = reference.tensor_info(
             "table", rng.standard_normal((n_rows, n_cols)), ggml_type, misalign
         )
         table = _prepare(conformance_backend, table=record)["table"]
@@ -85,10 +85,8 @@ def test_linear_matches_float64(conformance_backend, ggml_type, shape):
     rng = _rng(ggml_type, *shape)
     n_out, n_in = shape
     for misalign, n_tokens, with_bias in ((0, 1, True), (1, 5, False), (2, 17, True), (3, 2, True)):
-        record = reference.tensor_record("w", rng.standard_normal(shape), ggml_type, misalign)
-        bias_record = reference.tensor_record(
-            "b", rng.standard_normal(n_out), GGMLType.F32, misalign
-        )
+        record = reference.tensor_info("w", rng.standard_normal(shape), ggml_type, misalign)
+        bias_record = reference.tensor_info("b", rng.standard_normal(n_out), GGMLType.F32, misalign)
         handles = _prepare(conformance_backend, w=record, b=bias_record)
         x = rng.standard_normal((n_tokens, n_in)).astype(np.float32)
         bias = handles["b"] if with_bias else None
@@ -121,7 +119,7 @@ def test_linear_is_exact_for_single_products_of_extreme_values(conformance_backe
         dtype=np.float16,
     ).astype(np.float32)
     w = np.stack([np.roll(special, i) for i in range(5)])  # [5, 12]
-    record = reference.tensor_record("w", w, ggml_type, misalign=1)
+    record = reference.tensor_info("w", w, ggml_type, misalign=1)
     handle = _prepare(conformance_backend, w=record)["w"]
     x = np.eye(w.shape[1], dtype=np.float32)  # [12, 12]
     out = conformance_backend.linear(x, handle)
@@ -133,7 +131,7 @@ def test_linear_is_exact_for_single_products_of_extreme_values(conformance_backe
 @pytest.mark.parametrize("n_tokens", [1, 3])  # decoding and prompt paths may differ
 def test_linear_handles_huge_activations(conformance_backend, ggml_type, magnitude, n_tokens):
     rng = _rng("huge", ggml_type, magnitude, n_tokens)
-    record = reference.tensor_record("w", rng.standard_normal((40, 64)), ggml_type, misalign=2)
+    record = reference.tensor_info("w", rng.standard_normal((40, 64)), ggml_type, misalign=2)
     handle = _prepare(conformance_backend, w=record)["w"]
     x = (magnitude * rng.standard_normal((n_tokens, 64))).astype(np.float32)
     out = conformance_backend.linear(x, handle)
@@ -151,7 +149,7 @@ def test_linear_does_not_depend_on_thread_count(conformance_make_backend):
         handles = _prepare(
             backend,
             **{
-                f"w_{t.short_name}": reference.tensor_record("w", w, t, 1)
+                f"w_{t.short_name}": reference.tensor_info("w", w, t, 1)
                 for t in (GGMLType.F16, GGMLType.Q8_0)
             },
         )
@@ -168,10 +166,8 @@ def test_linear_does_not_depend_on_thread_count(conformance_make_backend):
 def test_layer_norm_matches_float64(conformance_backend, shape, eps):
     rng = _rng("ln", *shape)
     x = (5.0 + 3.0 * rng.standard_normal(shape)).astype(np.float32)
-    weight = reference.tensor_record(
-        "w", 1.0 + 0.5 * rng.standard_normal(shape[1]), GGMLType.F32, 1
-    )
-    bias = reference.tensor_record("b", rng.standard_normal(shape[1]), GGMLType.F32, 2)
+    weight = reference.tensor_info("w", 1.0 + 0.5 * rng.standard_normal(shape[1]), GGMLType.F32, 1)
+    bias = reference.tensor_info("b", rng.standard_normal(shape[1]), GGMLType.F32, 2)
     handles = _prepare(conformance_backend, w=weight, b=bias)
     x_before = x.copy()
     out = conformance_backend.layer_norm(x, handles["w"], handles["b"], eps)

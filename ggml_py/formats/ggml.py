@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable, Sequence
-from typing import Callable, NamedTuple
+from collections.abc import Sequence
 
 import numpy as np
 
 from ggml_py._atomic import atomic_output
 from ggml_py.errors import ModelFileError
-from ggml_py.formats import GptjHparams, ModelFile, TensorInfo
+from ggml_py.formats.gptj import GptjHparams
+from ggml_py.formats.model_file import ModelFile, OutputTensor, ProgressCallback, TensorInfo
 from ggml_py.formats.quant import QNT_VERSION_FACTOR, GGMLFileType, GGMLType, tensor_nbytes
 
 MAGIC = 0x67676D6C  # "ggml" as a little-endian u32
-MAGIC_BYTES = struct.pack("<I", MAGIC)  # b"lmgg" on disk
+GGML_MAGIC = struct.pack("<I", MAGIC)  # b"lmgg" on disk
 LAYER_NORM_EPS = 1e-5  # not stored in the file; ggml's gpt-j hard-codes it
 MAX_DIMS = 4  # GGML_MAX_DIMS (ggml's gpt-j loader itself only handles 1 and 2)
 
@@ -34,18 +34,6 @@ _INT32 = struct.Struct("<i")
 _UINT32 = struct.Struct("<I")
 _RECORD_START = struct.Struct("<3i")  # n_dims, name_len, ttype
 _HPARAM_NAMES = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "n_rot")
-
-# progress(tensor name, bytes written so far, total bytes of tensor data in the file)
-ProgressCallback = Callable[[str, int, int], None]
-
-
-class TensorRecord(NamedTuple):
-    """One tensor to write: its data arrives as ``chunks`` (bytes-like, C order, in sequence)."""
-
-    name: str
-    type: GGMLType
-    shape: Sequence[int]  # NumPy order
-    chunks: Iterable
 
 
 def read_ggml(path: str | os.PathLike[str]) -> ModelFile:
@@ -206,7 +194,7 @@ def write_ggml(
     path: str | os.PathLike[str],
     hparams: GptjHparams,
     vocab: Sequence[bytes],
-    records: Sequence[TensorRecord],
+    records: Sequence[OutputTensor],
     quantization_version: int = 0,
     progress: ProgressCallback | None = None,
 ) -> None:

@@ -15,9 +15,8 @@ import zipfile
 from pathlib import Path
 
 from ggml_py.convert import convert_hf
-from ggml_py.formats.gguf import derive_merges
 from ggml_py.formats.quant import GGMLFileType
-from ggml_py.tokenizer import bytes_to_token, token_to_bytes
+from ggml_py.tokenizer import bytes_to_token, derive_merges, token_to_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKPOINTS = REPO / "tests" / "fixtures" / "checkpoints"

@@ -121,7 +121,7 @@ def model_file(data: bytes, workdir: Path, suffix: str = ".bin") -> None:
         with bounded(len(data)):
             try:
                 model = open_model(path)
-                tokenizer = Tokenizer.from_model_file(path)
+                tokenizer = Tokenizer.from_model(model)
                 tokenizer.decode(tokenizer.encode(SAMPLE_TEXT))
             except GgmlPyError as error:
                 check_refusal(error, path, len(data))
