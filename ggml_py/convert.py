@@ -82,6 +82,9 @@ def convert_hf(
     for f16 checkpoints are exactly the values of the f16 file, so the result equals converting to
     f16 and then quantizing; for f32 or bf16 checkpoints it equals converting to f32 and then
     quantizing (one rounding fewer than going through f16).
+
+    An unknown ``file_type`` or ``file_format`` is a ``ValueError``; problems with the folder's
+    files are ``CheckpointError`` or ``TokenizerError``.
     """
     hf_dir = os.fspath(hf_dir)
     file_type = GGMLFileType(file_type)
@@ -191,7 +194,10 @@ def quantize_file(
     progress: ProgressCallback | None = None,
 ) -> None:
     """What ``gpt-j-quantize`` does: copy header and vocabulary (ftype becomes 2000 + file_type),
-    quantize every 2-D tensor whose name ends in ``weight`` and copy the others unchanged."""
+    quantize every 2-D tensor whose name ends in ``weight`` and copy the others unchanged.
+
+    A ``file_type`` that is unknown or not quantized is a ``ValueError``; problems with the
+    source file are ``ModelFileError``."""
     source = os.fspath(source)
     file_type = GGMLFileType(file_type)
     if file_type.weight_type not in QUANTIZED_TYPES:

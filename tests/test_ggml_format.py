@@ -232,9 +232,9 @@ def test_not_a_model_file(tmp_path):
 
 def test_writer_checks_what_it_is_given(tmp_path):
     hparams = GptjHparams(2, 1, 4, 1, 1, 0, GGMLFileType.ALL_F32)
-    with pytest.raises(ValueError, match="1 tokens given for n_vocab = 2"):
+    with pytest.raises(ModelFileError, match="1 tokens given for n_vocab = 2"):
         write_ggml(tmp_path / "a.bin", hparams, [b"a"], [])
     short = OutputTensor("x", GGMLType.F32, (1, 4), [np.ones(3, np.float32)])
-    with pytest.raises(ValueError, match="12 bytes written, 16 expected"):
+    with pytest.raises(ModelFileError, match="got 12 bytes of data, expected 16"):
         write_ggml(tmp_path / "b.bin", hparams, [b"a", b"b"], [short])
     assert not list(tmp_path.iterdir())  # nothing left behind by the failed writes

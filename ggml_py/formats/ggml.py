@@ -21,7 +21,14 @@ import numpy as np
 from ggml_py._atomic import atomic_output
 from ggml_py.errors import ModelFileError
 from ggml_py.formats.gptj import GptjHparams
-from ggml_py.formats.model_file import ModelFile, OutputTensor, ProgressCallback, TensorInfo
+from ggml_py.formats.model_file import (
+    ModelFile,
+    OutputTensor,
+    ProgressCallback,
+    TensorInfo,
+    output_nbytes,
+    write_tensor_data,
+)
 from ggml_py.formats.quant import QNT_VERSION_FACTOR, GGMLFileType, GGMLType, tensor_nbytes
 
 MAGIC = 0x67676D6C  # "ggml" as a little-endian u32
@@ -201,11 +208,13 @@ def write_ggml(
     """Write a complete file atomically (nothing appears at ``path`` unless all of it was written).
 
     ``records`` is a sequence so that the total size is known up front for ``progress``; each
-    record's chunks are consumed one at a time, so only one chunk is in memory.
+    record's chunks are consumed one at a time, so only one chunk is in memory. Inputs that do
+    not make a valid file raise ``ModelFileError`` naming ``path``, as ``write_gptj_gguf`` does.
     """
+    path = os.fspath(path)
     if len(vocab) != hparams.n_vocab:
-        raise ValueError(f"{len(vocab)} tokens given for n_vocab = {hparams.n_vocab}")
-    sizes = [tensor_nbytes(record.type, record.shape) for record in records]
+        raise ModelFileError(path, f"{len(vocab)} tokens given for n_vocab = {hparams.n_vocab}")
+    sizes = [output_nbytes(record, path) for record in records]
     total = sum(sizes)
     written = 0
     with atomic_output(path) as f:
@@ -213,15 +222,6 @@ def write_ggml(
         f.write(pack_vocab(vocab))
         for record, nbytes in zip(records, sizes):
             f.write(pack_tensor_header(record.name, record.type, record.shape))
-            record_written = 0
-            for chunk in record.chunks:
-                view = memoryview(np.ascontiguousarray(chunk)).cast("B")
-                f.write(view)
-                record_written += len(view)
-                written += len(view)
-                if progress is not None:
-                    progress(record.name, written, total)
-            if record_written != nbytes:
-                raise ValueError(
-                    f"tensor {record.name!r}: {record_written} bytes written, {nbytes} expected"
-                )
+            written = write_tensor_data(
+                f, record, nbytes, path=path, progress=progress, done=written, total=total
+            )

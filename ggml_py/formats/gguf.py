@@ -28,7 +28,13 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 
 from ggml_py.errors import ModelFileError
-from ggml_py.formats.model_file import OutputTensor, ProgressCallback, TensorInfo
+from ggml_py.formats.model_file import (
+    OutputTensor,
+    ProgressCallback,
+    TensorInfo,
+    output_nbytes,
+    write_tensor_data,
+)
 from ggml_py.formats.quant import GGMLType, tensor_nbytes
 
 GGUF_MAGIC = b"GGUF"
@@ -510,10 +516,7 @@ def write_gguf(
             raise ModelFileError(
                 path, f"tensor {record.name!r} has unsupported shape {list(shape)}"
             )
-        try:
-            nbytes = tensor_nbytes(record.type, shape)
-        except ValueError as error:
-            raise ModelFileError(path, f"tensor {record.name!r}: {error}") from None
+        nbytes = output_nbytes(record, path)
         ne = shape[::-1]
         header.append(struct.pack("<Q", len(name_bytes)) + name_bytes)
         header.append(struct.pack(f"<I{len(ne)}QIQ", len(ne), *ne, int(record.type), offset))
@@ -526,21 +529,7 @@ def write_gguf(
     total = sum(sizes)
     written = 0
     for record, nbytes in zip(records, sizes):
-        record_written = 0
-        for chunk in record.chunks:
-            view = memoryview(
-                np.ascontiguousarray(chunk) if isinstance(chunk, np.ndarray) else chunk
-            ).cast("B")
-            record_written += view.nbytes
-            if record_written > nbytes:
-                break
-            out.write(view)
-            written += view.nbytes
-            if progress is not None:
-                progress(record.name, written, total)
-        if record_written != nbytes:
-            raise ModelFileError(
-                path,
-                f"tensor {record.name!r} got {record_written} bytes of data, expected {nbytes}",
-            )
+        written = write_tensor_data(
+            out, record, nbytes, path=path, progress=progress, done=written, total=total
+        )
         out.write(bytes(align_offset(nbytes, alignment) - nbytes))

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import BinaryIO, Callable, NamedTuple
 
 import numpy as np
 
+from ggml_py.errors import ModelFileError
 from ggml_py.formats.gptj import GptjHparams
-from ggml_py.formats.quant import GGMLType
+from ggml_py.formats.quant import GGMLType, tensor_nbytes
 
 
 class TensorInfo(NamedTuple):
@@ -54,3 +55,43 @@ class OutputTensor(NamedTuple):
 
 # progress(tensor name, bytes written so far, total bytes of tensor data in the file)
 ProgressCallback = Callable[[str, int, int], None]
+
+
+def output_nbytes(tensor: OutputTensor, path: str) -> int:
+    """The size of ``tensor``'s data; ``ModelFileError`` when its rows do not fit its type."""
+    try:
+        return tensor_nbytes(tensor.type, tuple(int(dim) for dim in tensor.shape))
+    except ValueError as error:
+        raise ModelFileError(path, f"tensor {tensor.name!r}: {error}") from None
+
+
+def write_tensor_data(
+    out: BinaryIO,
+    tensor: OutputTensor,
+    nbytes: int,
+    *,
+    path: str,
+    progress: ProgressCallback | None,
+    done: int,
+    total: int,
+) -> int:
+    """Write ``tensor``'s chunks to ``out`` as they come and return ``done`` plus the bytes
+    written; ``progress(name, done, total)`` follows every chunk. The chunks must add up to
+    exactly ``nbytes``, else ``ModelFileError`` (raised before a byte past ``nbytes`` is written).
+    """
+    written = 0
+    for chunk in tensor.chunks:
+        view = memoryview(
+            np.ascontiguousarray(chunk) if isinstance(chunk, np.ndarray) else chunk
+        ).cast("B")
+        written += view.nbytes
+        if written > nbytes:
+            break
+        out.write(view)
+        if progress is not None:
+            progress(tensor.name, done + written, total)
+    if written != nbytes:
+        raise ModelFileError(
+            path, f"tensor {tensor.name!r} got {written} bytes of data, expected {nbytes}"
+        )
+    return done + written
