@@ -521,12 +521,3 @@ def test_merges_derived_from_gpt2_vocabulary_equal_merges_txt(tiny_model_dir, gp
 )
 def test_merge_derivation_rules(vocab, merges):
     assert derive_merges(vocab) == merges
-
-
-def test_docstring_examples_run():
-    import doctest
-
-    from ggml_py.formats import gguf, gptj_gguf
-
-    results = [doctest.testmod(module) for module in (gguf, gptj_gguf)]
-    assert sum(r.attempted for r in results) >= 10 and sum(r.failed for r in results) == 0

@@ -7,7 +7,6 @@ file in ``../shared/peer``.
 
 from __future__ import annotations
 
-import doctest
 import json
 import shutil
 from pathlib import Path
@@ -384,7 +383,3 @@ def test_vocabulary_without_every_byte_is_rejected():
 
 def test_package_exports_tokenizer():
     assert ggml_py.Tokenizer is Tokenizer
-
-
-def test_docstring_examples():
-    assert doctest.testmod(tokenizer_module).failed == 0
