@@ -127,3 +127,36 @@ def test_the_library_never_imports_a_concrete_backend():
 def test_the_tokenizer_does_not_import_the_file_formats():
     # Model files depend on the tokenizer's byte alphabet and merge derivation, not the reverse.
     assert not any(name.startswith("ggml_py.formats") for name in IMPORTS["ggml_py.tokenizer"])
+
+
+def test_the_public_api_resolves_and_the_docs_name_it():
+    import ggml_py
+
+    readme = (REPO / "README.md").read_text()
+    for name in ggml_py.__all__:
+        assert getattr(ggml_py, name) is not None
+        assert f"`{name}`" in readme, name
+    backend_spec = (REPO / "spec" / "backend.md").read_text()
+    backend_author_api = ggml_py._LAZY.keys() & {
+        "Backend",
+        "WeightTensor",
+        "Float32Ops",
+        "default_thread_count",
+        "set_blas_threads",
+        "dequantize",
+        "GGMLType",
+    }
+    assert len(backend_author_api) == 7
+    for name in [*backend_author_api, "BackendError"]:
+        assert f"`{name}" in backend_spec and f"`{name}" in readme, name
+
+
+def test_importing_the_package_leaves_the_converters_for_later():
+    import subprocess
+    import sys
+
+    script = "import sys, ggml_py; print('ggml_py.convert' in sys.modules, ggml_py.convert_hf)"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.startswith("False <function convert_hf")

@@ -1,4 +1,4 @@
-"""Bad command-line input, for every subcommand (issue 8, item 4; table in spec/robustness.md).
+"""Bad command-line input, for every subcommand (the table is in spec/robustness.md).
 
 Usage errors (what argparse can tell from the arguments: a missing path, a folder where a file is
 expected, an unknown type or format, a prompt that is not UTF-8) exit with 2 after the usage and

@@ -1,5 +1,5 @@
 """Forged and damaged files: one line naming the file and the byte offset, and no allocation
-driven by what the file claims (issue 8, item 2; the table is in spec/robustness.md).
+driven by what the file claims (the table is in spec/robustness.md).
 
 Each case forges one thing: sizes, counts or dimensions claiming terabytes, lengths that are
 negative or overflow, offsets past the end, overlapping or duplicated tensors, wrong magic or

@@ -1,4 +1,4 @@
-"""Bounded fuzzing of every reader of untrusted input (issue 8; spec/robustness.md).
+"""Bounded fuzzing of every reader of untrusted input (spec/robustness.md).
 
 Each test runs a campaign of ``tests/fuzz/campaigns.py`` in rounds of hypothesis examples with
 fixed seeds, until its example budget or its time budget is spent, whichever comes first. Its

@@ -1,4 +1,4 @@
-"""Writes never leave a half-written file at the target path (issue 8, item 3).
+"""Writes never leave a half-written file at the target path (spec/robustness.md).
 
 ``convert``, ``convert --format gguf`` and ``quantize`` run as real processes and are killed
 with SIGKILL at random moments of their write; afterwards the target path is either absent or
