@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,9 +154,6 @@ def test_the_public_api_resolves_and_the_docs_name_it():
 
 
 def test_importing_the_package_leaves_the_converters_for_later():
-    import subprocess
-    import sys
-
     script = "import sys, ggml_py; print('ggml_py.convert' in sys.modules, ggml_py.convert_hf)"
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
