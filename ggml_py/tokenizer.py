@@ -250,7 +250,9 @@ def derive_merges(vocab: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
 
 
 class ModelVocabulary(Protocol):
-    """What :meth:`Tokenizer.from_model` reads: ``ggml_py.formats.ModelFile`` has it."""
+    """What :meth:`Tokenizer.from_model` reads; ``ggml_py.formats.ModelFile`` has it. A Protocol
+    because the model files depend on this module (byte alphabet, merge derivation), not the
+    other way round."""
 
     @property
     def path(self) -> str: ...
