@@ -40,6 +40,8 @@ from ggml_py.tokenizer import derive_merges, read_merges, token_to_bytes
 
 # Elements encoded per step: bounds the temporaries of one step to a few tens of MB.
 _CHUNK_ELEMENTS = 1 << 22
+# Bytes read per step when a tensor is copied unchanged.
+_CHUNK_BYTES = 1 << 22
 # Tensors that older transformers versions stored in the state dict (attention mask buffers);
 # ggml's converter skips them.
 _SKIPPED_SUFFIXES = ("attn.bias", "attn.masked_bias")
@@ -475,6 +477,6 @@ def _file_chunks(f, offset: int, nbytes: int) -> Iterator[bytes]:
     f.seek(offset)
     remaining = nbytes
     while remaining:
-        chunk = f.read(min(remaining, _CHUNK_ELEMENTS))
+        chunk = f.read(min(remaining, _CHUNK_BYTES))
         remaining -= len(chunk)
         yield chunk

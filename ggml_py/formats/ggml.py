@@ -29,12 +29,17 @@ from ggml_py.formats.model_file import (
     output_nbytes,
     write_tensor_data,
 )
-from ggml_py.formats.quant import QNT_VERSION_FACTOR, GGMLFileType, GGMLType, tensor_nbytes
+from ggml_py.formats.quant import (
+    GGML_MAX_DIMS,
+    QNT_VERSION_FACTOR,
+    GGMLFileType,
+    GGMLType,
+    tensor_nbytes,
+)
 
 MAGIC = 0x67676D6C  # "ggml" as a little-endian u32
 GGML_MAGIC = struct.pack("<I", MAGIC)  # b"lmgg" on disk
 LAYER_NORM_EPS = 1e-5  # not stored in the file; ggml's gpt-j hard-codes it
-MAX_DIMS = 4  # GGML_MAX_DIMS (ggml's gpt-j loader itself only handles 1 and 2)
 
 _HEADER = struct.Struct("<I7i")
 _INT32 = struct.Struct("<i")
@@ -121,7 +126,8 @@ def _parse_tensors(path: str, data: np.memmap, offset: int) -> dict[str, TensorI
         if offset + _RECORD_START.size > size:
             raise ModelFileError(path, "file ends inside a tensor record header", offset)
         n_dims, name_len, raw_type = _RECORD_START.unpack_from(buffer, offset)
-        if not 1 <= n_dims <= MAX_DIMS:
+        # GGML_MAX_DIMS, although ggml's gpt-j loader itself only handles 1 and 2
+        if not 1 <= n_dims <= GGML_MAX_DIMS:
             raise ModelFileError(path, f"tensor record with n_dims = {n_dims}", offset)
         if name_len < 1:
             raise ModelFileError(path, f"tensor record with name length {name_len}", offset + 4)

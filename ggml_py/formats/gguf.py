@@ -35,7 +35,7 @@ from ggml_py.formats.model_file import (
     output_nbytes,
     write_tensor_data,
 )
-from ggml_py.formats.quant import GGMLType, tensor_nbytes
+from ggml_py.formats.quant import GGML_MAX_DIMS, GGMLType, tensor_nbytes
 
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSION = 3
@@ -43,7 +43,6 @@ READABLE_VERSIONS = (2, 3)  # v2 and v3 share the layout; v3 only added big-endi
 DEFAULT_ALIGNMENT = 32
 MAX_TENSOR_NAME_BYTES = 63  # ggml rejects names of GGML_MAX_NAME (64) bytes or more
 MAX_KEY_BYTES = 65535
-MAX_DIMS = 4
 
 
 class GGUFValueType(enum.IntEnum):
@@ -298,9 +297,9 @@ class GGUFReader:
                     f"tensor name {name!r} is longer than {MAX_TENSOR_NAME_BYTES} bytes", start
                 )
             n_dims = cursor.u32(f"dimension count of {name!r}")
-            if not 1 <= n_dims <= MAX_DIMS:
+            if not 1 <= n_dims <= GGML_MAX_DIMS:
                 raise cursor.error(
-                    f"tensor {name!r} has {n_dims} dimensions, expected 1 to {MAX_DIMS}",
+                    f"tensor {name!r} has {n_dims} dimensions, expected 1 to {GGML_MAX_DIMS}",
                     cursor.pos - 4,
                 )
             ne = [cursor.u64(f"dimensions of {name!r}") for _ in range(n_dims)]
@@ -512,7 +511,7 @@ def write_gguf(
             raise ModelFileError(path, f"duplicate tensor name {record.name!r}")
         names.add(record.name)
         shape = tuple(int(dim) for dim in record.shape)
-        if not 1 <= len(shape) <= MAX_DIMS or min(shape) < 0:
+        if not 1 <= len(shape) <= GGML_MAX_DIMS or min(shape) < 0:
             raise ModelFileError(
                 path, f"tensor {record.name!r} has unsupported shape {list(shape)}"
             )

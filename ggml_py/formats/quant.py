@@ -27,6 +27,8 @@ import numpy as np
 QNT_VERSION = 2
 QNT_VERSION_FACTOR = 1000
 
+GGML_MAX_DIMS = 4  # dimensions a ggml tensor can have, in either file format
+
 
 class GGMLType(IntEnum):
     """``enum ggml_type``: the type of one tensor (the ``ttype`` of a legacy record)."""
