@@ -39,7 +39,7 @@ def test_shipped_backends_are_registered_entry_points():
     assert entries["numpy-blas"].target == "ggml_py_backends.numpy_blas:NumpyBlasBackend"
     assert entries["blocked-f16"].target == "ggml_py_backends.blocked_f16:BlockedF16Backend"
     for name in SHIPPED:
-        assert entries[name].distribution.startswith("ggml-py ")
+        assert entries[name].distribution.startswith("ggml-py-gptj ")
         backend = create_backend(name, n_threads=2)
         assert isinstance(backend, Backend) and backend.name == name
 
@@ -66,7 +66,7 @@ def test_load_works_from_a_folder_with_its_own_backends_package(backend, tmp_pat
 
 
 def test_the_distribution_installs_no_generic_top_level_name():
-    top_level = metadata.distribution("ggml-py").read_text("top_level.txt").split()
+    top_level = metadata.distribution("ggml-py-gptj").read_text("top_level.txt").split()
     # _ggml_py_pytest_plugin: the conformance suite's options, which pytest loads into every run
     assert sorted(top_level) == ["_ggml_py_pytest_plugin", "ggml_py", "ggml_py_backends"]
 
@@ -234,11 +234,15 @@ def test_backends_command_lists_names_origins_and_the_default():
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     assert any(
-        line.startswith("* blocked-f16  ggml_py_backends.blocked_f16:BlockedF16Backend [ggml-py ")
+        line.startswith(
+            "* blocked-f16  ggml_py_backends.blocked_f16:BlockedF16Backend [ggml-py-gptj "
+        )
         for line in lines
     )
     assert any(
-        line.startswith("  numpy-blas   ggml_py_backends.numpy_blas:NumpyBlasBackend [ggml-py ")
+        line.startswith(
+            "  numpy-blas   ggml_py_backends.numpy_blas:NumpyBlasBackend [ggml-py-gptj "
+        )
         for line in lines
     )
     assert "float32 in RAM" in result.stdout

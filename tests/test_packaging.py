@@ -1,0 +1,104 @@
+"""What the project installs: the wheel's name, license and dependency floors, and the
+environments CI tests them in."""
+
+from __future__ import annotations
+
+import email.parser
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from conftest import REPO
+
+CI_RUN = (REPO / ".ci" / "run").read_text()
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    """The project's wheel, built offline from a copy of the files it is made of."""
+    source = tmp_path_factory.mktemp("source") / "project"
+    # the checkout without what a wheel never holds (and a developer's own virtual environment)
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "tests", "examples"
+        ),
+    )
+    out = tmp_path_factory.mktemp("wheel")
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--wheel-dir",
+            str(out),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    (path,) = out.glob("*.whl")
+    with zipfile.ZipFile(path) as archive:
+        yield archive
+
+
+def _metadata(wheel: zipfile.ZipFile):
+    (name,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    return email.parser.Parser().parsestr(wheel.read(name).decode())
+
+
+def test_wheel_is_named_apart_from_the_unrelated_ggml_py_distribution(wheel):
+    # "ggml-py" on the package index is someone else's bindings to ggml (they import `ggml`)
+    metadata = _metadata(wheel)
+    assert metadata["Name"] == "ggml-py-gptj"
+    assert wheel.filename.rsplit("/", 1)[-1].startswith("ggml_py_gptj-")
+    (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
+    assert "ggml-py = ggml_py.cli:main" in wheel.read(entry_points).decode()
+    assert "ggml_py/__init__.py" in wheel.namelist()
+
+
+def test_wheel_carries_the_mit_license(wheel):
+    metadata = _metadata(wheel)
+    assert metadata["License-Expression"] == "MIT"
+    assert metadata["License-File"] == "LICENSE"
+    (license_path,) = [n for n in wheel.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
+    text = wheel.read(license_path).decode()
+    assert text.startswith("MIT License") and text == (REPO / "LICENSE").read_text()
+
+
+def test_ci_tests_the_oldest_python_and_dependency_floors_the_metadata_claims(wheel):
+    metadata = _metadata(wheel)
+    oldest = re.search(r"^environment oldest (\S+) \S+ (.*)$", CI_RUN, re.M)
+    assert oldest, "the oldest environment line of .ci/run"
+    assert metadata["Requires-Python"] == f">={oldest.group(1)}"
+    pins = dict(pin.split("==") for pin in oldest.group(2).split())
+    floors = dict(
+        re.fullmatch(r"([\w-]+)>=([\d.]+)", requirement).groups()
+        for requirement in metadata.get_all("Requires-Dist")
+        if "extra ==" not in requirement
+    )
+    assert set(pins) == set(floors) == {"numpy", "ml_dtypes"}
+    for name, floor in floors.items():
+        # the pin is the floor's first release: numpy>=1.23 is tested as numpy==1.23.0
+        assert pins[name] == floor + ".0" * (3 - len(floor.split("."))), name
+
+
+def test_ci_tests_the_newest_python_with_the_newest_releases(wheel):
+    classifiers = _metadata(wheel).get_all("Classifier")
+    versions = [c.rsplit(" ", 1)[1] for c in classifiers if re.search(r":: 3\.\d+$", c)]
+    newest = max(versions, key=lambda v: int(v.split(".")[1]))
+    assert re.search(
+        rf"^environment newest {re.escape(newest)} \S+ --upgrade numpy ml_dtypes$", CI_RUN, re.M
+    )
+    assert f"environment oldest {min(versions, key=lambda v: int(v.split('.')[1]))} " in CI_RUN
