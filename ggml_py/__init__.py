@@ -24,13 +24,13 @@ Errors (``ggml_py.errors``):
     ``ModelFileError``, ``TokenizerError``, ``BackendError``. Bad arguments to the converters
     (an unknown file type or format) raise a plain ``ValueError``.
 
-Only the names needed to load and run a model are imported with the package; the others are
-imported on first use.
+Only the error types are imported with the package; every other name is imported on first use,
+so ``import ggml_py`` and the command line's start take milliseconds, not the better part of a
+second (``benchmarks/startup_time.py``).
 """
 
 import importlib
 
-from ggml_py.checkpoint import load_state_dict, open_checkpoint
 from ggml_py.errors import (
     BackendError,
     CheckpointError,
@@ -38,13 +38,15 @@ from ggml_py.errors import (
     ModelFileError,
     TokenizerError,
 )
-from ggml_py.model import load
-from ggml_py.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 
 # Public names imported on first use: name -> the module that defines it.
 _LAZY = {
+    "load": "ggml_py.model",
+    "Tokenizer": "ggml_py.tokenizer",
+    "open_checkpoint": "ggml_py.checkpoint",
+    "load_state_dict": "ggml_py.checkpoint",
     "Model": "ggml_py.model",
     "convert_hf": "ggml_py.convert",
     "convert_to_gguf": "ggml_py.convert",
@@ -71,9 +73,6 @@ __all__ = [
     "ModelFileError",
     "Tokenizer",
     "TokenizerError",
-    "load",
-    "load_state_dict",
-    "open_checkpoint",
     *_LAZY,
 ]
 

@@ -8,20 +8,13 @@ equivalent (quantized, complex32, sub-byte floats) are absent, so they are refus
 
 from __future__ import annotations
 
-import ml_dtypes
 import numpy as np
 
 # torch dtype name (``str(torch.float16)`` without ``torch.``) -> NumPy dtype.
-TORCH_DTYPES = {
+_NUMPY_DTYPES = {
     "float64": np.dtype("<f8"),
     "float32": np.dtype("<f4"),
     "float16": np.dtype("<f2"),
-    "bfloat16": np.dtype(ml_dtypes.bfloat16),
-    "float8_e4m3fn": np.dtype(ml_dtypes.float8_e4m3fn),
-    "float8_e5m2": np.dtype(ml_dtypes.float8_e5m2),
-    "float8_e4m3fnuz": np.dtype(ml_dtypes.float8_e4m3fnuz),
-    "float8_e5m2fnuz": np.dtype(ml_dtypes.float8_e5m2fnuz),
-    "float8_e8m0fnu": np.dtype(ml_dtypes.float8_e8m0fnu),
     "int64": np.dtype("<i8"),
     "int32": np.dtype("<i4"),
     "int16": np.dtype("<i2"),
@@ -34,6 +27,31 @@ TORCH_DTYPES = {
     "complex64": np.dtype("<c8"),
     "complex128": np.dtype("<c16"),
 }
+# The ones NumPy lacks, named as in ml_dtypes. ml_dtypes is imported only when a checkpoint holds
+# one: its import takes most of a second, longer than the rest of ggml_py's together.
+_ML_DTYPES = (
+    "bfloat16",
+    "float8_e4m3fn",
+    "float8_e5m2",
+    "float8_e4m3fnuz",
+    "float8_e5m2fnuz",
+    "float8_e8m0fnu",
+)
+TORCH_DTYPE_NAMES = (*_NUMPY_DTYPES, *_ML_DTYPES)
+
+
+def numpy_dtype(torch_name: str) -> np.dtype:
+    """The NumPy dtype of a torch dtype name in ``TORCH_DTYPE_NAMES``.
+
+    >>> numpy_dtype("float16"), numpy_dtype("bfloat16").name
+    (dtype('float16'), 'bfloat16')
+    """
+    if torch_name in _ML_DTYPES:
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, torch_name))
+    return _NUMPY_DTYPES[torch_name]
+
 
 # Legacy typed storage class name -> torch dtype name (torch/storage.py's map, reversed).
 STORAGE_CLASSES = {

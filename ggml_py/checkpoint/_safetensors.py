@@ -11,7 +11,7 @@ import json
 import math
 import struct
 
-from ggml_py.checkpoint._dtypes import SAFETENSORS_DTYPES, TORCH_DTYPES
+from ggml_py.checkpoint._dtypes import SAFETENSORS_DTYPES, numpy_dtype
 from ggml_py.checkpoint._tensor import LazyTensor, MappedStorage, describe
 from ggml_py.errors import CheckpointError
 
@@ -65,7 +65,7 @@ def read_safetensors(path: str, file_size: int) -> dict[str, LazyTensor]:
             reason = f"invalid offset for tensor {name!r}: starts at {begin}, expected {expected}"
             raise CheckpointError(path, reason, at(min(begin, expected)))
         expected = end
-        dtype = TORCH_DTYPES[SAFETENSORS_DTYPES[dtype_code]]
+        dtype = numpy_dtype(SAFETENSORS_DTYPES[dtype_code])
         if end - begin != math.prod(shape) * dtype.itemsize:
             reason = f"tensor {name!r}: {end - begin} bytes do not hold {dtype_code} {shape}"
             raise CheckpointError(path, reason, at(begin))

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from ggml_py.checkpoint._dtypes import STORAGE_CLASSES, TORCH_DTYPES
+from ggml_py.checkpoint._dtypes import STORAGE_CLASSES, TORCH_DTYPE_NAMES, numpy_dtype
 from ggml_py.checkpoint._tensor import Storage, describe
 from ggml_py.errors import CheckpointError
 
@@ -81,22 +81,31 @@ class _StandIn:
         self.qualname = qualname
 
 
-class StorageType(_StandIn):
+class _NamesDType(_StandIn):
+    """A stand-in that names a torch dtype. Its NumPy dtype is looked up when a tensor uses it,
+    so only bf16 and float8 checkpoints import ml_dtypes."""
+
+    __slots__ = ("dtype_name",)
+
+    def __init__(self, qualname: str, dtype_name: str):
+        super().__init__(qualname)
+        self.dtype_name = dtype_name
+
+    @property
+    def dtype(self) -> np.dtype:
+        return numpy_dtype(self.dtype_name)
+
+
+class StorageType(_NamesDType):
     """A torch storage class such as ``torch.HalfStorage``: it only names a dtype."""
 
-    __slots__ = ("dtype",)
-
-    def __init__(self, qualname: str, dtype: np.dtype):
-        super().__init__(qualname)
-        self.dtype = dtype
+    __slots__ = ()
 
 
-class _DType(_StandIn):
-    __slots__ = ("dtype",)
+class _DType(_NamesDType):
+    """A torch dtype such as ``torch.bfloat16`` (a separate type: a storage class is no dtype)."""
 
-    def __init__(self, qualname: str, dtype: np.dtype):
-        super().__init__(qualname)
-        self.dtype = dtype
+    __slots__ = ()
 
 
 class _TensorType(_StandIn):
@@ -220,12 +229,12 @@ def _allowlist() -> dict[tuple[str, str], _StandIn]:
         table[(module, name)] = _TensorType(f"{module}.{name}")
     for module in ("torch", "torch.cuda"):
         for name, dtype_name in STORAGE_CLASSES.items():
-            table[(module, name)] = StorageType(f"{module}.{name}", TORCH_DTYPES[dtype_name])
+            table[(module, name)] = StorageType(f"{module}.{name}", dtype_name)
     table[("torch.storage", "UntypedStorage")] = StorageType(
-        "torch.storage.UntypedStorage", TORCH_DTYPES["uint8"]
+        "torch.storage.UntypedStorage", "uint8"
     )
-    for name, dtype in TORCH_DTYPES.items():
-        table[("torch", name)] = _DType(f"torch.{name}", dtype)
+    for name in TORCH_DTYPE_NAMES:
+        table[("torch", name)] = _DType(f"torch.{name}", name)
     return table
 
 
