@@ -2,20 +2,29 @@
 
 This is the only module that prints for humans. Library code raises ``GgmlPyError`` subclasses
 with one-line messages naming the file; ``main`` prints them as ``ggml-py: error: ...`` and
-returns 1 (runtime failure). argparse usage errors exit with 2. ``--debug`` shows tracebacks.
+returns 1 (runtime failure). Usage errors (argparse's, and ``UsageError`` from a handler's own
+checks, made before it prints anything) exit with 2, Ctrl-C with 130, a closed stdout quietly
+with 141 (as if killed by SIGPIPE, like ``cat``). ``--debug`` shows tracebacks.
+
+The module imports only the standard library and ``ggml_py.errors``: ``--version``, ``--help``
+and usage errors answer at once, and each handler imports what it needs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import shlex
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Callable
 
-from ggml_py.errors import GgmlPyError
+from ggml_py import __version__
+from ggml_py.errors import GgmlPyError, ModelFileError
 
 # Each subcommand module-level function pair: ``_add_<name>(subparsers)`` registers the parser
 # and sets ``handler``; the handler takes the parsed namespace and returns an exit code.
@@ -27,23 +36,53 @@ def _subcommand(register: Callable[[argparse._SubParsersAction], None]):
     return register
 
 
+class UsageError(Exception):
+    """A handler's arguments contradict each other: printed with the subcommand's usage, exit 2."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ggml-py",
         description="Read, convert, quantize and run GPT-J models on a CPU with NumPy.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in _REGISTRARS:
         register(subparsers)
+    for subparser in subparsers.choices.values():  # for UsageError's message
+        subparser.set_defaults(subparser=subparser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; the exit status is returned (argparse's usage errors raise SystemExit)."""
+    try:
+        try:
+            return _run_command(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe is noticed here, not at interpreter exit
+    except BrokenPipeError:
+        # `ggml-py info FILE | head`: the reader has gone. Python's documented recipe: point
+        # stdout at devnull, so the flush at interpreter exit does not fail again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a file (replaced in-process)
+            pass
+        return 141
+    except KeyboardInterrupt:
+        _print_error("interrupted")
+        return 130
+
+
+def _run_command(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
+    except UsageError as error:
+        args.subparser.error(str(error))  # exits with 2
+    except BrokenPipeError:
+        raise
     except GgmlPyError as error:
         if args.debug:
             raise
@@ -56,9 +95,6 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{error.filename}: " if error.filename else ""
         _print_error(f"{where}{error.strerror or error}")
         return 1
-    except KeyboardInterrupt:
-        _print_error("interrupted")
-        return 130
 
 
 def _print_error(message: str) -> None:
@@ -95,6 +131,88 @@ def _utf8_text(text: str) -> str:
     return text
 
 
+def _model_file(text: str) -> str:
+    """argparse type for a ggml/GGUF model file: a Hugging Face folder gets the command that
+    makes one."""
+    if os.path.isfile(os.path.join(text, "config.json")):
+        raise argparse.ArgumentTypeError(
+            f"{text}: a Hugging Face folder, not a model file; convert it first: "
+            f"ggml-py convert {shlex.quote(text)}"
+        )
+    return _existing_file(text)
+
+
+def _text_file(text: str) -> str:
+    """argparse type for a text file to read, or ``-`` for standard input."""
+    return text if text == "-" else _existing_file(text)
+
+
+def _read_text(path: str) -> str:
+    """A text file's contents, or standard input's for ``-``; bytes that are not UTF-8 become
+    U+FFFD, as they do in a prompt argument."""
+    if path == "-":
+        return sys.stdin.buffer.read().decode("utf-8", errors="replace")
+    with open(path, encoding="utf-8", errors="replace") as file:
+        return file.read()
+
+
+def _at_least(least: int) -> Callable[[str], int]:
+    """argparse type for an integer of at least ``least``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    return parse
+
+
+def _installed_backend(name: str) -> str:
+    """argparse type for ``--backend``: a registered backend's name."""
+    from ggml_py.backend import installed_backends
+
+    installed = installed_backends()
+    if name not in installed:
+        known = ", ".join(sorted(installed)) or "none"
+        raise argparse.ArgumentTypeError(f"unknown backend '{name}' (installed: {known})")
+    return name
+
+
+def _refuse_overwriting_input(output: str, inputs: list[str]) -> None:
+    """A usage error, before anything is written, when ``output`` is one of ``inputs`` under any
+    name (a symbolic or hard link included)."""
+    for path in inputs:
+        if os.path.exists(output) and os.path.exists(path) and os.path.samefile(output, path):
+            raise UsageError(
+                f"{output}: is the same file as the input {path}; writing it would destroy the input"
+            )
+
+
+@contextlib.contextmanager
+def _conversion_hint(path: str) -> Iterator[None]:
+    """A checkpoint given where a ggml/GGUF model file is expected: the error names the command
+    that converts it."""
+    try:
+        yield
+    except ModelFileError as error:
+        from ggml_py.checkpoint import open_checkpoint
+
+        try:
+            open_checkpoint(path)
+        except (GgmlPyError, OSError):
+            raise error from None
+        folder = os.path.dirname(path) or "."
+        raise ModelFileError(
+            path,
+            "a PyTorch/safetensors checkpoint, not a ggml or GGUF model file; convert its folder "
+            f"first: ggml-py convert {shlex.quote(folder)}",
+        ) from None
+
+
 def _output_file(text: str) -> str:
     """argparse type for an output file: a usage error, before any work is done, when it is a
     folder or its folder does not exist."""
@@ -112,7 +230,11 @@ def _output_file(text: str) -> str:
 @_subcommand
 def _add_ls(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "ls", help="list the tensors of a checkpoint file or Hugging Face folder"
+        "ls",
+        help="list the tensors of a checkpoint file or Hugging Face folder",
+        description="List the tensors of a PyTorch (.bin/.pt, zip or legacy), safetensors or "
+        "sharded checkpoint with their dtypes, shapes and sizes, without torch and without "
+        "reading the tensor data.",
     )
     parser.add_argument(
         "path",
@@ -216,17 +338,23 @@ def _file_type_argument(choices: list[str]) -> Callable[[str], object]:
 @_subcommand
 def _add_info(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "info", help="show a model file's header, vocabulary size and tensors"
+        "info",
+        help="show a model file's header, vocabulary size and tensors",
+        description="Show a ggml GPT-J or GGUF model file's header, file type, vocabulary size "
+        "and tensor table; exit 1 when the file cannot be run (a tensor its header calls for is "
+        "missing or has the wrong shape).",
     )
-    parser.add_argument("file", type=_existing_file, help="ggml GPT-J or GGUF model file")
+    parser.add_argument("file", type=_model_file, help="ggml GPT-J or GGUF model file")
     parser.set_defaults(handler=_info)
 
 
 def _info(args: argparse.Namespace) -> int:
     from ggml_py.formats import open_model
     from ggml_py.formats.quant import QNT_VERSION_FACTOR
+    from ggml_py.model import _check_model
 
-    model = open_model(args.file)
+    with _conversion_hint(args.file):
+        model = open_model(args.file)
     hparams = model.hparams
     stored = model.quantization_version * QNT_VERSION_FACTOR + int(hparams.ftype)
     print(f"file:    {model.path}")
@@ -248,6 +376,7 @@ def _info(args: argparse.Namespace) -> int:
     for info in model.tensors.values():
         shape = "[" + ", ".join(str(dim) for dim in info.shape) + "]"
         print(f"{info.name:<{width}}  {info.type.short_name:<5} {shape:<16} {info.nbytes:>12}")
+    _check_model(model)  # the check `run` makes: can this file be run at all?
     return 0
 
 
@@ -302,13 +431,17 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
 
 def _convert(args: argparse.Namespace) -> int:
     from ggml_py.convert import convert_hf, convert_to_gguf
-    from ggml_py.errors import ModelFileError
     from ggml_py.formats.quant import GGMLFileType
 
     if os.path.isdir(args.source):
         if args.vocab_dir is not None:
-            raise ModelFileError(
-                args.source, "--vocab-dir is for model files; a folder uses its own merges.txt"
+            raise UsageError(
+                f"{args.source}: --vocab-dir is for model files; a folder uses its own merges.txt"
+            )
+        if args.outfile is not None and _is_folder_input(args.outfile, args.source):
+            raise UsageError(
+                f"{args.outfile}: a file of the folder being converted; writing it would "
+                "destroy the input"
             )
         file_type = GGMLFileType.MOSTLY_F16 if args.outtype is None else args.outtype
         outfiles = []
@@ -323,24 +456,37 @@ def _convert(args: argparse.Namespace) -> int:
         outfile = outfiles[0]
     else:
         if args.file_format != "gguf":
-            raise ModelFileError(
-                args.source, "a model file can only be converted to GGUF (--format gguf)"
+            raise UsageError(
+                f"{args.source}: a model file can only be converted to GGUF (--format gguf)"
             )
         if args.outtype is not None:
-            raise ModelFileError(
-                args.source, "--outtype is for folders; a model file keeps its tensor types"
+            raise UsageError(
+                f"{args.source}: --outtype is for folders; a model file keeps its tensor types"
             )
         outfile = args.outfile or os.path.splitext(args.source)[0] + ".gguf"
-        if os.path.abspath(outfile) == os.path.abspath(args.source):
-            raise ModelFileError(
-                args.source, "the output would overwrite the input; pass --outfile"
-            )
+        merges = [] if args.vocab_dir is None else [os.path.join(args.vocab_dir, "merges.txt")]
+        _refuse_overwriting_input(outfile, [args.source, *merges])
         _run_writer(
             args, lambda progress: convert_to_gguf(args.source, outfile, args.vocab_dir, progress)
         )
     if not args.quiet:
         print(f"wrote {outfile}", file=sys.stderr)
     return 0
+
+
+def _is_folder_input(output: str, folder: str) -> bool:
+    """Whether ``output`` is an existing file of ``folder`` that a conversion may read: a folder
+    conversion reads the checkpoint, config and tokenizer files, never a ggml/GGUF model file, so
+    only an earlier conversion's output may be overwritten."""
+    from ggml_py.formats import open_model
+
+    if not (os.path.isfile(output) and os.path.samefile(os.path.dirname(output) or ".", folder)):
+        return False
+    try:
+        open_model(output)
+    except (GgmlPyError, OSError):
+        return True
+    return False
 
 
 @_subcommand
@@ -351,7 +497,7 @@ def _add_quantize(subparsers: argparse._SubParsersAction) -> None:
         description="Quantize the 2-D weights of an f32 or f16 ggml GPT-J file, byte-identical with "
         "ggml's gpt-j-quantize.",
     )
-    parser.add_argument("input", type=_existing_file, help="f32 or f16 ggml GPT-J file")
+    parser.add_argument("input", type=_model_file, help="f32 or f16 ggml GPT-J file")
     parser.add_argument("output", type=_output_file, help="quantized file to write")
     parser.add_argument(
         "type",
@@ -365,7 +511,11 @@ def _add_quantize(subparsers: argparse._SubParsersAction) -> None:
 def _quantize(args: argparse.Namespace) -> int:
     from ggml_py.convert import quantize_file
 
-    _run_writer(args, lambda progress: quantize_file(args.input, args.output, args.type, progress))
+    _refuse_overwriting_input(args.output, [args.input])
+    with _conversion_hint(args.input):
+        _run_writer(
+            args, lambda progress: quantize_file(args.input, args.output, args.type, progress)
+        )
     return 0
 
 
@@ -374,11 +524,22 @@ def _quantize(args: argparse.Namespace) -> int:
 
 @_subcommand
 def _add_tokenize(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("tokenize", help="print the token ids of a text")
+    parser = subparsers.add_parser(
+        "tokenize",
+        help="print the token ids of a text",
+        description="Print the token ids of a text, the same as Hugging Face's GPT-2/GPT-J "
+        "tokenizer, with the vocabulary of a Hugging Face folder or of a model file (whose BPE "
+        "merges are derived from its vocabulary when it has none).",
+    )
     parser.add_argument(
         "model", type=_existing_path, help="Hugging Face folder or ggml/GGUF model file"
     )
-    parser.add_argument("-p", "--prompt", required=True, help="the text to tokenize")
+    parser.add_argument(
+        "-p",
+        "--prompt",
+        required=True,
+        help="the text to tokenize; - reads it from standard input (all of it, newlines kept)",
+    )
     parser.add_argument(
         "--show", action="store_true", help="print each token's id and text, one per line"
     )
@@ -395,7 +556,11 @@ def _tokenize(args: argparse.Namespace) -> int:
         tokenizer = Tokenizer.from_model(open_model(args.model))
     # Bytes of the argument that are not UTF-8 arrive as lone surrogates (surrogateescape); turn
     # them into U+FFFD like any text decoded with errors="replace".
-    text = os.fsencode(args.prompt).decode("utf-8", errors="replace")
+    text = (
+        _read_text("-")
+        if args.prompt == "-"
+        else os.fsencode(args.prompt).decode("utf-8", errors="replace")
+    )
     ids = tokenizer.encode(text)
     if args.show:
         for token_id in ids:
@@ -433,7 +598,7 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
         "--repeat-penalty and --ignore-eos take effect.",
     )
     parser.add_argument(
-        "-m", "--model", required=True, type=_existing_file, help="ggml or GGUF GPT-J model file"
+        "-m", "--model", required=True, type=_model_file, help="ggml or GGUF GPT-J model file"
     )
     parser.add_argument(
         "-p",
@@ -443,7 +608,11 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
         help="prompt to start generation with (default: random)",
     )
     parser.add_argument(
-        "-f", "--file", help="append this file's text to the prompt (one trailing newline removed)"
+        "-f",
+        "--file",
+        type=_text_file,
+        help="append this file's text to the prompt (one trailing newline removed); - reads "
+        "standard input",
     )
     parser.add_argument(
         "-s", "--seed", type=int, default=-1, help="RNG seed (default: -1, the current time)"
@@ -451,16 +620,25 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "-t",
         "--threads",
-        type=int,
+        type=_at_least(1),
         default=min(4, os.cpu_count() or 1),
         help="threads for the backend (default: %(default)s)",
     )
     parser.add_argument(
-        "-n", "--n_predict", type=int, default=200, help="tokens to generate (default: 200)"
+        "-n",
+        "--n_predict",
+        type=_at_least(0),
+        default=200,
+        help="tokens to generate (default: 200)",
     )
     parser.add_argument("--top_k", type=int, default=40, help="top-k sampling (default: 40)")
     parser.add_argument("--top_p", type=float, default=0.9, help="top-p sampling (default: 0.9)")
-    parser.add_argument("--temp", type=float, default=0.9, help="temperature (default: 0.9)")
+    parser.add_argument(
+        "--temp",
+        type=float,
+        default=0.9,
+        help="temperature (default: 0.9); 0 or less picks the most likely token, as --top_k 1",
+    )
     parser.add_argument(
         "--repeat-last-n",
         type=int,
@@ -476,7 +654,7 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "-b",
         "--batch_size",
-        type=int,
+        type=_at_least(1),
         default=32,
         help="prompt tokens per evaluation (default: 32)",
     )
@@ -485,6 +663,7 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--backend",
+        type=_installed_backend,
         help="inference backend (default: $GGML_PY_BACKEND or numpy-blas; see `ggml-py backends`)",
     )
     parser.set_defaults(handler=_run)
@@ -498,18 +677,13 @@ def _run(args: argparse.Namespace) -> int:
     settings = SamplingSettings(
         args.top_k, args.top_p, args.temp, args.repeat_last_n, args.repeat_penalty
     )
-    settings.check()
-    for flag, value, least in (
-        ("--threads", args.threads, 1),
-        ("--n_predict", args.n_predict, 0),
-        ("--batch_size", args.batch_size, 1),
-    ):
-        if value < least:
-            raise GgmlPyError(None, f"{flag} must be at least {least}, got {value}")
+    try:
+        settings.check()
+    except GgmlPyError as error:
+        raise UsageError(error.reason) from None
     prompt = args.prompt
     if args.file:
-        with open(args.file, encoding="utf-8", errors="replace") as f:
-            prompt += f.read()
+        prompt += _read_text(args.file)
         if prompt.endswith("\n"):
             prompt = prompt[:-1]
     seed = args.seed if args.seed >= 0 else int(time.time())
@@ -519,7 +693,8 @@ def _run(args: argparse.Namespace) -> int:
         prompt = _RANDOM_PROMPTS[int(rng.next_uint32()[0]) % len(_RANDOM_PROMPTS)]
 
     load_start = time.perf_counter()
-    model = load(args.model, backend=args.backend, n_threads=args.threads)
+    with _conversion_hint(args.model):
+        model = load(args.model, backend=args.backend, n_threads=args.threads)
     load_seconds = time.perf_counter() - load_start
     hp = model.hparams
     print(
@@ -550,10 +725,19 @@ def _run(args: argparse.Namespace) -> int:
     print(file=sys.stderr)
 
     decoder = model.tokenizer.stream_decoder()
-    _write_stdout("".join(decoder.feed(token) for token in prompt_ids))
-    for token in tokens:
-        _write_stdout(decoder.feed(token))
-    _write_stdout(decoder.finish())
+
+    def pieces() -> Iterator[str]:
+        yield "".join(decoder.feed(token) for token in prompt_ids)
+        for token in tokens:
+            yield decoder.feed(token)
+        yield decoder.finish()
+
+    last = ""
+    for piece in pieces():
+        _write_stdout(piece)
+        last = piece or last
+    if not last.endswith("\n"):  # end the output as a line, for the shell prompt after it
+        _write_stdout("\n")
 
     predict_ms = timings.predict * 1000.0
     print("\n", file=sys.stderr)
@@ -584,7 +768,12 @@ def _write_stdout(text: str) -> None:
 
 @_subcommand
 def _add_backends(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("backends", help="list the installed inference backends")
+    parser = subparsers.add_parser(
+        "backends",
+        help="list the installed inference backends",
+        description="List the inference backends registered in the ggml_py.backends entry-point "
+        "group: name, where each comes from, what it does, and which one `run` uses by default.",
+    )
     parser.set_defaults(handler=_backends)
 
 

@@ -18,7 +18,6 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 
-import ml_dtypes
 import numpy as np
 
 from ggml_py.checkpoint import open_checkpoint
@@ -251,6 +250,10 @@ def _read_config(hf_dir: str) -> dict[str, int]:
     """The hyperparameters the ggml header stores (n_rot from ``rotary_dim``, which Hugging Face
     treats as the whole head when it is null), with the checks the file format needs."""
     path = os.path.join(hf_dir, "config.json")
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            hf_dir, "no config.json: a Hugging Face model folder has one beside its weights"
+        )
     config = _read_json_object(path, CheckpointError)
     if config.get("model_type", "gptj") != "gptj":
         raise CheckpointError(
@@ -314,7 +317,7 @@ def _select_tensors(hf_dir: str, checkpoint, config) -> dict[str, object]:
     selected = {}
     for name in names:
         tensor = available[name]
-        if not (np.issubdtype(tensor.dtype, np.floating) or tensor.dtype == ml_dtypes.bfloat16):
+        if not (np.issubdtype(tensor.dtype, np.floating) or tensor.dtype.name == "bfloat16"):
             raise CheckpointError(
                 hf_dir, f"tensor {name!r} has dtype {tensor.dtype}, a float type is needed"
             )

@@ -13,6 +13,9 @@ as ggml's ``gpt-j`` from the same logits:
    (``(r1 + r2 * 2**32) / 2**64``), pick the first index whose cumulative sum is ``>= u``.
    With a single candidate no random number is consumed, as in libstdc++.
 
+A temperature of 0 or less means greedy, as in llama.cpp: the largest logit, the same token
+``top_k = 1`` picks (ggml would divide by zero).
+
 The repeat penalty (llama.cpp's rule; ggml parses the flag but ignores it) divides positive and
 multiplies negative logits of every token seen in the last ``repeat_last_n`` tokens.
 
@@ -89,8 +92,10 @@ class SamplingSettings:
             problems.append(f"top_k must be at least 1, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             problems.append(f"top_p must be in (0, 1], got {self.top_p}")
-        if not (self.temperature > 0.0 and math.isfinite(self.temperature)):
-            problems.append(f"temperature must be a positive number, got {self.temperature}")
+        if not math.isfinite(self.temperature):
+            problems.append(
+                f"temperature must be a finite number (0 or less: greedy), got {self.temperature}"
+            )
         if self.repeat_last_n < 0:
             problems.append(f"repeat_last_n must be at least 0, got {self.repeat_last_n}")
         if not (self.repeat_penalty > 0.0 and math.isfinite(self.repeat_penalty)):
@@ -145,7 +150,7 @@ def sample_top_k_top_p(
     ``top_p`` and ``temperature`` are rounded to C ``float`` first, as ggml stores them.
     """
     logits = np.asarray(logits, dtype=np.float32)
-    if top_k == 1:
+    if top_k == 1 or temperature <= 0.0:
         # a single candidate: the (first) largest logit, and libstdc++ draws no random number
         return int(np.argmax(logits))
     temperature = float(np.float32(temperature))

@@ -310,14 +310,17 @@ def test_vocab_dir_merges_must_fit_the_vocabulary(peer, tmp_path):
     [
         (["--format", "ggml"], "can only be converted to GGUF"),
         (["--format", "gguf", "--outtype", "q4_0"], "--outtype is for folders"),
-        (["--format", "gguf", "--outfile", "{source}"], "would overwrite the input"),
+        (["--format", "gguf", "--outfile", "{source}"], "would destroy the input"),
     ],
 )
 def test_cli_refuses_impossible_model_file_conversions(peer, extra, message, capsys):
     source = legacy_path(peer, "q8_0")
-    assert main(["convert", str(source), *[arg.format(source=source) for arg in extra]]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith(f"ggml-py: error: {source}: ") and message in err
+    with pytest.raises(SystemExit) as exit_info:  # usage errors: exit 2, before any output
+        main(["convert", str(source), *[arg.format(source=source) for arg in extra]])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and out == ""
+    assert err.splitlines()[-1].startswith(f"ggml-py convert: error: {source}: ")
+    assert message in err
 
 
 def test_cli_converts_the_hf_folder_to_gguf(tmp_path, tiny_model_dir):
@@ -328,10 +331,9 @@ def test_cli_converts_the_hf_folder_to_gguf(tmp_path, tiny_model_dir):
     assert main(["convert", str(folder), "--format", "gguf", "--quiet"]) == 0
     model = open_model(folder / "ggml-model-f16.gguf")
     assert model.format == "gguf" and model.hparams.ftype is GGMLFileType.MOSTLY_F16
-    assert (
+    with pytest.raises(SystemExit) as exit_info:
         main(["convert", str(folder), "--format", "gguf", "--vocab-dir", str(folder), "--quiet"])
-        == 1
-    )
+    assert exit_info.value.code == 2
 
 
 def test_hf_folder_without_merges_txt_derives_them(tmp_path, tiny_model_dir, gpt2_tokens):

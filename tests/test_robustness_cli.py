@@ -32,6 +32,8 @@ def files(tmp_path_factory):
     (folder / "model.gguf").write_bytes(seeds["q4_0.gguf"])
     (folder / "text.txt").write_text("not a model\n")
     (folder / "empty").write_bytes(b"")
+    (folder / "f16-link.bin").symlink_to(folder / "f16.bin")
+    (folder / "empty_folder").mkdir()
     (folder / "folder").mkdir()
     shutil.copy(TINY_MODEL / "config.json", folder / "folder" / "config.json")
     return folder
@@ -69,7 +71,17 @@ def assert_runtime_error(result, message: str) -> None:
 USAGE_ERRORS = [
     ("ls", ["{missing}"], "argument path: {missing}: no such file or folder"),
     ("info", ["{missing}"], "argument file: {missing}: no such file or folder"),
-    ("info", ["{dir}/folder"], "argument file: {dir}/folder: is a folder, a file is expected"),
+    (
+        "info",
+        ["{dir}/folder"],
+        "argument file: "
+        "{dir}/folder: a Hugging Face folder, not a model file; convert it first: ggml-py convert {dir}/folder",
+    ),
+    (
+        "info",
+        ["{dir}/empty_folder"],
+        "argument file: {dir}/empty_folder: is a folder, a file is expected",
+    ),
     ("tokenize", ["{missing}", "-p", "x"], "argument model: {missing}: no such file or folder"),
     ("tokenize", ["{dir}/model.bin"], "the following arguments are required: -p/--prompt"),
     ("convert", ["{missing}"], "argument HF_DIR|FILE: {missing}: no such file or folder"),
@@ -102,7 +114,8 @@ USAGE_ERRORS = [
     (
         "quantize",
         ["{dir}/folder", "{dir}/out.bin", "q4_0"],
-        "argument input: {dir}/folder: is a folder, a file is expected",
+        "argument input: "
+        "{dir}/folder: a Hugging Face folder, not a model file; convert it first: ggml-py convert {dir}/folder",
     ),
     (
         "quantize",
@@ -124,7 +137,8 @@ USAGE_ERRORS = [
     (
         "run",
         ["-m", "{dir}/folder"],
-        "argument -m/--model: {dir}/folder: is a folder, a file is expected",
+        "argument -m/--model: "
+        "{dir}/folder: a Hugging Face folder, not a model file; convert it first: ggml-py convert {dir}/folder",
     ),
     (
         "run",
@@ -141,6 +155,84 @@ USAGE_ERRORS = [
         ["-m", "{dir}/model.bin", "-p", "a\udcffb"],
         "argument -p/--prompt: not valid UTF-8 (byte 0xff at byte 1 of the argument)",
     ),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "-f", "{missing}"],
+        "argument -f/--file: {missing}: no such file or folder",
+    ),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "-f", "{dir}/folder"],
+        "argument -f/--file: {dir}/folder: is a folder, a file is expected",
+    ),
+    ("run", ["-m", "{dir}/model.bin", "--top_p", "0"], "top_p must be in (0, 1], got 0.0"),
+    ("run", ["-m", "{dir}/model.bin", "--top_p", "nan"], "top_p must be in (0, 1], got nan"),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "--temp", "inf"],
+        "temperature must be a finite number (0 or less: greedy), got inf",
+    ),
+    ("run", ["-m", "{dir}/model.bin", "--top_k", "-5"], "top_k must be at least 1, got -5"),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "--repeat-last-n", "-1"],
+        "repeat_last_n must be at least 0, got -1",
+    ),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "--repeat-penalty", "0"],
+        "repeat_penalty must be a positive number, got 0.0",
+    ),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "-n", "-1"],
+        "argument -n/--n_predict: must be at least 0, got -1",
+    ),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "-b", "0"],
+        "argument -b/--batch_size: must be at least 1, got 0",
+    ),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "-t", "0"],
+        "argument -t/--threads: must be at least 1, got 0",
+    ),
+    (
+        "run",
+        ["-m", "{dir}/model.bin", "--backend", "nope"],
+        "argument --backend: unknown backend 'nope' (installed: {backends})",
+    ),
+    (
+        "convert",
+        ["{dir}/model.bin"],
+        "{dir}/model.bin: a model file can only be converted to GGUF (--format gguf)",
+    ),
+    (
+        "convert",
+        ["{dir}/model.bin", "--format", "gguf", "--outtype", "f16"],
+        "{dir}/model.bin: --outtype is for folders; a model file keeps its tensor types",
+    ),
+    (
+        "convert",
+        ["{dir}/model.bin", "--format", "gguf", "--outfile", "{dir}/model.bin"],
+        "{dir}/model.bin: is the same file as the input {dir}/model.bin; writing it would destroy the input",
+    ),
+    (
+        "convert",
+        ["{dir}/folder", "--outfile", "{dir}/folder/config.json"],
+        "{dir}/folder/config.json: a file of the folder being converted; writing it would destroy the input",
+    ),
+    (
+        "quantize",
+        ["{dir}/f16.bin", "{dir}/f16.bin", "q8_0"],
+        "{dir}/f16.bin: is the same file as the input {dir}/f16.bin; writing it would destroy the input",
+    ),
+    (
+        "quantize",
+        ["{dir}/f16.bin", "{dir}/f16-link.bin", "q8_0"],
+        "{dir}/f16-link.bin: is the same file as the input {dir}/f16.bin; writing it would destroy the input",
+    ),
     ("backends", ["--all"], "unrecognized arguments: --all"),
 ]
 
@@ -151,7 +243,13 @@ USAGE_ERRORS = [
     ids=[f"{case[0]}-{' '.join(case[1])}" for case in USAGE_ERRORS],
 )
 def test_usage_errors_exit_2(capsys, files, command, arguments, message):
-    fill = {"dir": files, "missing": files / "missing.bin"}
+    from ggml_py.backend import installed_backends
+
+    fill = {
+        "dir": files,
+        "missing": files / "missing.bin",
+        "backends": ", ".join(sorted(installed_backends())),
+    }
     result = cli(capsys, command, *[argument.format(**fill) for argument in arguments])
     expected = message.format(**fill)
     if command == "backends":  # argparse reports unknown arguments from the top-level parser
@@ -198,16 +296,6 @@ RUNTIME_ERRORS = [
     ),
     (
         "convert",
-        ["{dir}/model.bin"],
-        "{dir}/model.bin: a model file can only be converted to GGUF (--format gguf)",
-    ),
-    (
-        "convert",
-        ["{dir}/model.bin", "--format", "gguf", "--outtype", "f16"],
-        "{dir}/model.bin: --outtype is for folders; a model file keeps its tensor types",
-    ),
-    (
-        "convert",
         ["{dir}/folder", "--outfile", "{dir}/out.bin"],
         "{dir}/folder: no weights in the folder (looked for "
         "model.safetensors, model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json)",
@@ -237,39 +325,6 @@ RUNTIME_ERRORS = [
         "run",
         ["-m", "{dir}/model.bin", "-p", "ab " * 40],
         "{dir}/model.bin: the prompt has 81 tokens but the context holds 64",
-    ),
-    ("run", ["-m", "{dir}/model.bin", "-f", "{missing}"], "{missing}: No such file or directory"),
-    ("run", ["-m", "{dir}/model.bin", "-f", "{dir}/folder"], "{dir}/folder: Is a directory"),
-    ("run", ["-m", "{dir}/model.bin", "--top_p", "0"], "top_p must be in (0, 1], got 0.0"),
-    ("run", ["-m", "{dir}/model.bin", "--top_p", "nan"], "top_p must be in (0, 1], got nan"),
-    (
-        "run",
-        ["-m", "{dir}/model.bin", "--temp", "-1"],
-        "temperature must be a positive number, got -1.0",
-    ),
-    (
-        "run",
-        ["-m", "{dir}/model.bin", "--temp", "inf"],
-        "temperature must be a positive number, got inf",
-    ),
-    ("run", ["-m", "{dir}/model.bin", "--top_k", "-5"], "top_k must be at least 1, got -5"),
-    (
-        "run",
-        ["-m", "{dir}/model.bin", "--repeat-last-n", "-1"],
-        "repeat_last_n must be at least 0, got -1",
-    ),
-    (
-        "run",
-        ["-m", "{dir}/model.bin", "--repeat-penalty", "0"],
-        "repeat_penalty must be a positive number, got 0.0",
-    ),
-    ("run", ["-m", "{dir}/model.bin", "-n", "-1"], "--n_predict must be at least 0, got -1"),
-    ("run", ["-m", "{dir}/model.bin", "-b", "0"], "--batch_size must be at least 1, got 0"),
-    ("run", ["-m", "{dir}/model.bin", "-t", "0"], "--threads must be at least 1, got 0"),
-    (
-        "run",
-        ["-m", "{dir}/model.bin", "--backend", "nope"],
-        "unknown backend 'nope' (installed: {backends})",
     ),
 ]
 

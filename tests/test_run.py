@@ -38,6 +38,11 @@ def eos_model_path(tmp_path_factory):
     return path
 
 
+def as_line(text: str) -> str:
+    """What `run` prints for ``text``: its output ends with a newline."""
+    return text if text.endswith("\n") else text + "\n"
+
+
 def run(capsys, *args):
     code = main(["run", *map(str, args)])
     out, err = capsys.readouterr()
@@ -72,7 +77,7 @@ def test_greedy_run_on_the_f16_file_prints_hugging_faces_continuation(peer, expe
         cwd=REPO,
     )
     assert result.returncode == 0, result.stderr.decode()
-    assert result.stdout.decode("utf-8") == prompt["text"] + prompt["hf_greedy_text"]
+    assert result.stdout.decode("utf-8") == as_line(prompt["text"] + prompt["hf_greedy_text"])
 
 
 def test_timing_block_uses_ggml_formats_and_counts_like_ggml(capsys, byte_model_path):
@@ -101,10 +106,10 @@ def test_same_seed_same_output(capsys, byte_model_path):
 
 
 def test_end_of_text_stops_the_run_unless_ignored(capsys, eos_model_path):
-    assert run(capsys, "-m", eos_model_path, "-p", "Hi", "-n", "5")[1] == "Hi<|endoftext|>"
+    assert run(capsys, "-m", eos_model_path, "-p", "Hi", "-n", "5")[1] == "Hi<|endoftext|>\n"
     assert (
         run(capsys, "-m", eos_model_path, "-p", "Hi", "-n", "3", "--ignore-eos")[1]
-        == "Hi" + "<|endoftext|>" * 3
+        == "Hi" + "<|endoftext|>" * 3 + "\n"
     )
 
 
@@ -113,7 +118,7 @@ def test_generation_stops_cleanly_at_the_context_limit(capsys, eos_model_path):
         capsys, "-m", eos_model_path, "-p", "0123456789", "-n", "100", "--ignore-eos"
     )
     assert code == 0
-    assert out == "0123456789" + "<|endoftext|>" * 2  # 12 positions in all
+    assert out == "0123456789" + "<|endoftext|>" * 2 + "\n"  # 12 positions in all
 
 
 def test_prompt_longer_than_the_context_is_a_one_line_error(capsys, eos_model_path):
@@ -129,24 +134,39 @@ def test_prompt_longer_than_the_context_is_a_one_line_error(capsys, eos_model_pa
     "flags, message",
     [
         (["--top_p", "1.5"], "top_p must be in (0, 1], got 1.5"),
-        (["--temp", "0"], "temperature must be a positive number, got 0.0"),
+        (["--temp", "nan"], "temperature must be a finite number (0 or less: greedy), got nan"),
         (["--top_k", "0"], "top_k must be at least 1, got 0"),
         (["--repeat-penalty", "-1"], "repeat_penalty must be a positive number, got -1.0"),
-        (["-b", "0"], "--batch_size must be at least 1, got 0"),
-        (["-t", "0"], "--threads must be at least 1, got 0"),
+        (["-b", "0"], "argument -b/--batch_size: must be at least 1, got 0"),
+        (["-t", "0"], "argument -t/--threads: must be at least 1, got 0"),
+        (["--backend", "nonexistent"], "argument --backend: unknown backend 'nonexistent'"),
     ],
 )
-def test_invalid_values_are_one_line_errors(capsys, byte_model_path, flags, message):
-    code, out, err = run(capsys, "-m", byte_model_path, "-p", "x", *flags)
-    assert code == 1 and out == ""
-    assert err == f"ggml-py: error: {message}\n"
+def test_invalid_values_are_usage_errors_before_any_output(capsys, byte_model_path, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run(capsys, "-m", byte_model_path, "-p", "x", *flags)
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and out == ""
+    assert err.startswith("usage: ggml-py run ")  # no seed line before it
+    assert err.splitlines()[-1].startswith(f"ggml-py run: error: {message}")
+
+
+@pytest.mark.parametrize("temp", ["0", "-0.5"])
+def test_temperature_zero_or_less_is_greedy_like_top_k_1(capsys, byte_model_path, temp):
+    greedy = run(
+        capsys, "-m", byte_model_path, "-p", "ab", "-s", "7", "--top_k", "1", "--ignore-eos"
+    )
+    zero = run(capsys, "-m", byte_model_path, "-p", "ab", "-s", "8", "--temp", temp, "--ignore-eos")
+    assert zero[0] == 0 and zero[1] == greedy[1]
+    hot = run(capsys, "-m", byte_model_path, "-p", "ab", "-s", "7", "--temp", "5", "--ignore-eos")
+    assert hot[1] != greedy[1]  # the flags do sample otherwise
 
 
 def test_file_text_is_appended_without_its_trailing_newline(capsys, eos_model_path, tmp_path):
     prompt_file = tmp_path / "prompt.txt"
     prompt_file.write_text("cd\n")
     assert (
-        run(capsys, "-m", eos_model_path, "-p", "ab", "-f", prompt_file)[1] == "abcd<|endoftext|>"
+        run(capsys, "-m", eos_model_path, "-p", "ab", "-f", prompt_file)[1] == "abcd<|endoftext|>\n"
     )
 
 
@@ -166,12 +186,12 @@ def test_empty_prompt_becomes_ggmls_random_prompt_chosen_by_the_seed(capsys, eos
         "They",
     ]
     out = run(capsys, "-m", eos_model_path, "-s", "42", "-n", "1")[1]
-    assert out == prompts[first_output % 10] + "<|endoftext|>"
+    assert out == prompts[first_output % 10] + "<|endoftext|>\n"
 
 
 def test_zero_tokens_prints_the_prompt_only(capsys, byte_model_path):
     code, out, err = run(capsys, "-m", byte_model_path, "-p", "abc", "-n", "0")
-    assert (code, out) == (0, "abc")
+    assert (code, out) == (0, "abc\n")
 
 
 def test_repeat_penalty_changes_greedy_output(capsys, byte_model_path):

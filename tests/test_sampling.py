@@ -71,6 +71,18 @@ def test_top_k_one_is_greedy_and_consumes_no_random_numbers():
     assert rng.next_uint32().tolist() == MT19937(99).next_uint32().tolist()
 
 
+@pytest.mark.parametrize("temperature", [0.0, -0.7])
+def test_temperature_zero_or_less_is_greedy_like_top_k_one(temperature):
+    # llama.cpp's rule (ggml would divide by zero): the same id top_k=1 picks, no random number
+    logits = np.array([0.5, 3.0, 3.0, -1.0], dtype=np.float32)  # a tie: the lower id, as top_k 1
+    rng = MT19937(99)
+    greedy = [sample_top_k_top_p(logits, 1, 0.9, 0.8, MT19937(99)) for _ in range(3)]
+    assert [sample_top_k_top_p(logits, 40, 0.9, temperature, rng) for _ in range(3)] == greedy
+    assert greedy == [1] * 3
+    assert rng.next_uint32().tolist() == MT19937(99).next_uint32().tolist()
+    SamplingSettings(temperature=temperature).check()
+
+
 def test_top_p_keeps_the_shortest_prefix_reaching_it():
     # probabilities 0.5, 0.25, 0.125, ...: top_p 0.7 keeps two candidates, never the third
     logits = np.log(np.array([0.5, 0.25, 0.125, 0.0625, 0.0625])).astype(np.float32)
@@ -103,7 +115,7 @@ def test_sampler_penalises_only_the_last_repeat_last_n_tokens():
         (SamplingSettings(top_k=0), "top_k"),
         (SamplingSettings(top_p=0.0), "top_p"),
         (SamplingSettings(top_p=1.5), "top_p"),
-        (SamplingSettings(temperature=0.0), "temperature"),
+        (SamplingSettings(temperature=float("inf")), "temperature"),
         (SamplingSettings(temperature=float("nan")), "temperature"),
         (SamplingSettings(repeat_last_n=-1), "repeat_last_n"),
         (SamplingSettings(repeat_penalty=0.0), "repeat_penalty"),
