@@ -13,7 +13,6 @@ an epsilon the format cannot store) are reported as ``ConversionWarning`` throug
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from ggml_py.checkpoint import open_checkpoint
-from ggml_py.errors import CheckpointError, GgmlPyError, ModelFileError, TokenizerError
+from ggml_py.errors import CheckpointError, ModelFileError, TokenizerError
 from ggml_py.formats import open_model
 from ggml_py.formats.ggml import LAYER_NORM_EPS, write_ggml
 from ggml_py.formats.gptj import GptjHparams, mlp_width, tensor_names, tensor_shapes
@@ -35,7 +34,13 @@ from ggml_py.formats.quant import (
     GGMLType,
     quantize,
 )
-from ggml_py.tokenizer import derive_merges, read_merges, token_to_bytes
+from ggml_py.tokenizer import (
+    derive_merges,
+    read_json_object,
+    read_merges,
+    read_token_ids,
+    token_to_bytes,
+)
 
 # Elements encoded per step: bounds the temporaries of one step to a few tens of MB.
 _CHUNK_ELEMENTS = 1 << 22
@@ -254,7 +259,7 @@ def _read_config(hf_dir: str) -> dict[str, int]:
         raise CheckpointError(
             hf_dir, "no config.json: a Hugging Face model folder has one beside its weights"
         )
-    config = _read_json_object(path, CheckpointError)
+    config = read_json_object(path, CheckpointError)
     if config.get("model_type", "gptj") != "gptj":
         raise CheckpointError(
             path, f"model_type is {config['model_type']!r}, only GPT-J ('gptj') can be converted"
@@ -345,7 +350,7 @@ def read_vocab(hf_dir: str | os.PathLike[str], n_vocab: int) -> list[bytes]:
     vocab_path = os.path.join(hf_dir, "vocab.json")
     added_path = os.path.join(hf_dir, "added_tokens.json")
     by_id: dict[int, bytes] = {}
-    for token, token_id in _read_token_ids(vocab_path).items():
+    for token, token_id in _read_unique_token_ids(vocab_path).items():
         if token_id >= n_vocab:
             raise TokenizerError(
                 vocab_path, f"token id {token_id} is beyond the model's {n_vocab} embedding rows"
@@ -355,7 +360,7 @@ def read_vocab(hf_dir: str | os.PathLike[str], n_vocab: int) -> list[bytes]:
         except TokenizerError as error:
             raise TokenizerError(vocab_path, error.reason) from None
     dropped = []
-    added = _read_token_ids(added_path) if os.path.exists(added_path) else {}
+    added = _read_unique_token_ids(added_path) if os.path.exists(added_path) else {}
     for token, token_id in added.items():
         if token_id >= n_vocab:
             dropped.append(token)
@@ -411,26 +416,11 @@ def _folder_merges(
     return merges
 
 
-def _read_json_object(path: str, error_type: type[GgmlPyError]) -> dict:
-    try:
-        with open(path, "rb") as f:
-            value = json.load(f)
-    except json.JSONDecodeError as error:
-        raise error_type(path, f"not valid JSON: {error.msg}", error.pos) from None
-    if not isinstance(value, dict):
-        raise error_type(path, "is not a JSON object")
-    return value
-
-
-def _read_token_ids(path: str) -> dict[str, int]:
-    """A JSON object of token -> non-negative integer id, with unique ids."""
-    table = _read_json_object(path, TokenizerError)
+def _read_unique_token_ids(path: str) -> dict[str, int]:
+    """``read_token_ids`` with unique ids: each token goes to its own embedding row."""
+    table = read_token_ids(path)
     seen = {}
     for token, token_id in table.items():
-        if not isinstance(token_id, int) or isinstance(token_id, bool) or token_id < 0:
-            raise TokenizerError(
-                path, f"token {token!r} has id {token_id!r}, not a non-negative integer"
-            )
         if token_id in seen:
             raise TokenizerError(
                 path, f"tokens {seen[token_id]!r} and {token!r} share id {token_id}"

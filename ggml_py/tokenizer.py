@@ -41,7 +41,7 @@ from ggml_py._tokenizer_unicode import (
     NUMBERS_BMP,
     WHITE_SPACE,
 )
-from ggml_py.errors import TokenizerError
+from ggml_py.errors import GgmlPyError, TokenizerError
 
 
 def _byte_to_char_table() -> dict[int, str]:
@@ -352,7 +352,7 @@ class Tokenizer:
                 raise TokenizerError(
                     folder, f"no {required.name}: not a GPT-2/GPT-J tokenizer folder"
                 )
-        vocab_ids = _checked_ids(_read_json_object(vocab_path), vocab_path)
+        vocab_ids = read_token_ids(vocab_path)
         if not vocab_ids:
             raise TokenizerError(vocab_path, "the vocabulary is empty")
         # Ids index a list, so a forged id of 10**12 would allocate terabytes: allow gaps, but
@@ -366,14 +366,14 @@ class Tokenizer:
             raise TokenizerError(vocab_path, reason)
         merges = read_merges(folder / "merges.txt")
         config_path = folder / "tokenizer_config.json"
-        config = _read_json_object(config_path) if config_path.is_file() else {}
+        config = read_json_object(config_path) if config_path.is_file() else {}
         special_path = folder / "special_tokens_map.json"
-        special_map = _read_json_object(special_path) if special_path.is_file() else {}
+        special_map = read_json_object(special_path) if special_path.is_file() else {}
         added_path = folder / "added_tokens.json"
         if "added_tokens_decoder" in config:  # replaces added_tokens.json, as in transformers 5
             listed = _added_tokens_decoder(config, config_path)
         elif added_path.is_file():
-            listed = _checked_ids(_read_json_object(added_path), added_path)
+            listed = read_token_ids(added_path)
         else:
             listed = {}
         # Ids as transformers 5 assigns them: the added tokens in the order of their listed ids,
@@ -561,23 +561,29 @@ def _added_token_bytes(content: str) -> bytes:
         return content.encode("utf-8")
 
 
-def _read_json_object(path: Path) -> dict:
+def read_json_object(
+    path: str | os.PathLike[str], error_type: type[GgmlPyError] = TokenizerError
+) -> dict:
+    """The JSON object in the UTF-8 file ``path`` (a Hugging Face tokenizer or config file);
+    anything else raises ``error_type`` naming the file."""
     try:
         with open(path, "rb") as file:
             value = json.loads(file.read().decode("utf-8"))
     except UnicodeDecodeError as error:
-        raise TokenizerError(path, "not UTF-8 text", offset=error.start) from None
+        raise error_type(path, "not UTF-8 text", offset=error.start) from None
     except json.JSONDecodeError as error:
-        raise TokenizerError(
+        raise error_type(
             path, f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
         ) from None
     if not isinstance(value, dict):
-        raise TokenizerError(path, f"expected a JSON object, found {type(value).__name__}")
+        raise error_type(path, f"expected a JSON object, found {type(value).__name__}")
     return value
 
 
-def _checked_ids(mapping: dict, path: Path) -> dict[str, int]:
-    """``mapping`` (token text -> id) after checking that every id is a non-negative integer."""
+def read_token_ids(path: str | os.PathLike[str]) -> dict[str, int]:
+    """A JSON object of token text -> id (vocab.json, added_tokens.json), every id checked to be
+    a non-negative integer."""
+    mapping = read_json_object(path)
     for token, token_id in mapping.items():
         if not isinstance(token_id, int) or isinstance(token_id, bool) or token_id < 0:
             raise TokenizerError(

@@ -209,13 +209,13 @@ def test_read_vocab_rules(tmp_path):
             {"b": 0},
             r"added_tokens.json: token 'b' has id 0, which vocab.json already uses",
         ),
-        ({"a": -1}, None, r"token 'a' has id -1, not a non-negative integer"),
+        ({"a": -1}, None, r"token 'a' has id -1, expected a non-negative integer"),
         (
             {"a b": 0},
             None,
             r"vocab.json: token 'a b' has character ' ' outside the byte-level alphabet",
         ),
-        (["a"], None, r"is not a JSON object"),
+        (["a"], None, r"vocab.json: expected a JSON object, found list"),
     ],
 )
 def test_read_vocab_errors(tmp_path, base, added, message):
@@ -252,6 +252,21 @@ def test_config_and_checkpoint_mismatches(tmp_path, changes, message):
     with pytest.raises(CheckpointError, match=message):
         convert_hf(folder, GGMLFileType.MOSTLY_F16)
     assert not (folder / "ggml-model-f16.bin").exists()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'{"n_embd": 32,', r"config.json: not valid JSON: .* at line 1 column 15$"),
+        (b'{"model_type": "gpt\xff"}', r"config.json: not UTF-8 text \(at byte 19\)$"),
+        (b"[]", r"config.json: expected a JSON object, found list$"),
+    ],
+)
+def test_unreadable_config_is_a_checkpoint_error(tmp_path, content, message):
+    folder = linked_copy(FIXTURES / "e32-h4-l2-safetensors", tmp_path / "hf", skip={"config.json"})
+    (folder / "config.json").write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        convert_hf(folder, GGMLFileType.MOSTLY_F16)
 
 
 def test_null_rotary_dim_means_the_whole_head(tmp_path):
