@@ -7,6 +7,10 @@ Running a model:
     ``load(path, backend=None, n_threads=None) -> Model`` (``ggml_py.model``): a GPT-J ready for
     ``eval`` and ``generate``; ``Tokenizer`` (``ggml_py.tokenizer``): byte-level BPE with ids
     identical to Hugging Face's.
+Measuring (``ggml_py.perplexity``):
+    ``compute_perplexity(model, ids, n_ctx=None, n_batch=512, kl_base=None) ->
+    PerplexityResult``: perplexity and KL divergence from a base model as llama.cpp's
+    llama-perplexity measures them.
 Reading checkpoints (``ggml_py.checkpoint``):
     ``open_checkpoint(path)``, ``load_state_dict(path)``: PyTorch, safetensors and Hugging Face
     checkpoints, read without torch and without executing pickle code.
@@ -48,6 +52,8 @@ _LAZY = {
     "open_checkpoint": "ggml_py.checkpoint",
     "load_state_dict": "ggml_py.checkpoint",
     "Model": "ggml_py.model",
+    "compute_perplexity": "ggml_py.perplexity",
+    "PerplexityResult": "ggml_py.perplexity",
     "convert_hf": "ggml_py.convert",
     "convert_to_gguf": "ggml_py.convert",
     "quantize_file": "ggml_py.convert",

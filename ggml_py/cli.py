@@ -587,6 +587,22 @@ _RANDOM_PROMPTS = [
 ]
 
 
+def _add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """-t/--threads and --backend, shared by the subcommands that evaluate a model."""
+    parser.add_argument(
+        "-t",
+        "--threads",
+        type=_at_least(1),
+        default=min(4, os.cpu_count() or 1),
+        help="threads for the backend (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--backend",
+        type=_installed_backend,
+        help="inference backend (default: $GGML_PY_BACKEND or numpy-blas; see `ggml-py backends`)",
+    )
+
+
 @_subcommand
 def _add_run(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -616,13 +632,6 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "-s", "--seed", type=int, default=-1, help="RNG seed (default: -1, the current time)"
-    )
-    parser.add_argument(
-        "-t",
-        "--threads",
-        type=_at_least(1),
-        default=min(4, os.cpu_count() or 1),
-        help="threads for the backend (default: %(default)s)",
     )
     parser.add_argument(
         "-n",
@@ -661,11 +670,7 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--ignore-eos", action="store_true", help="keep generating after end-of-text"
     )
-    parser.add_argument(
-        "--backend",
-        type=_installed_backend,
-        help="inference backend (default: $GGML_PY_BACKEND or numpy-blas; see `ggml-py backends`)",
-    )
+    _add_backend_options(parser)
     parser.set_defaults(handler=_run)
 
 
@@ -800,3 +805,165 @@ def _backends(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+# --- perplexity --------------------------------------------------------------------------------
+
+
+@_subcommand
+def _add_perplexity(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "perplexity",
+        help="perplexity of a model on a text, and KL divergence from a base model",
+        description="Measure a model's perplexity on a text as llama.cpp's llama-perplexity does: "
+        "the text is cut into chunks of -c tokens, each evaluated from scratch and scored on its "
+        "second half. The running estimate per chunk ([1]x,[2]y,...) goes to stderr, the final "
+        "'PPL = x +/- y' to stdout. With --kl-base (a model file of the same vocabulary, "
+        "typically the f16 or f32 file a quantized one was made from) both models evaluate the "
+        "same chunks, and stdout gets llama.cpp's statistics: KL divergence from the base (mean, "
+        "median, percentiles, maximum), ln(PPL(Q)/PPL(base)) and how often the top tokens agree.",
+    )
+    parser.add_argument(
+        "-m", "--model", required=True, type=_model_file, help="ggml or GGUF GPT-J model file"
+    )
+    parser.add_argument(
+        "-f",
+        "--file",
+        required=True,
+        type=_text_file,
+        help="UTF-8 text to measure ('-' reads standard input)",
+    )
+    parser.add_argument(
+        "-c",
+        "--ctx-size",
+        type=int,
+        help="tokens per chunk (default: the model's context, at most 512)",
+    )
+    parser.add_argument(
+        "-b",
+        "--batch-size",
+        type=_at_least(1),
+        default=512,
+        help="tokens per evaluation (default: 512)",
+    )
+    _add_backend_options(parser)
+    parser.add_argument(
+        "--kl-base",
+        metavar="BASE_MODEL",
+        type=_model_file,
+        help="model file to compare with: KL divergence, same-top agreement, ln(PPL ratio)",
+    )
+    parser.set_defaults(handler=_perplexity)
+
+
+def _perplexity(args: argparse.Namespace) -> int:
+    from ggml_py.model import load
+    from ggml_py.perplexity import compute_perplexity
+
+    text = _read_text(args.file)
+    where = "<stdin>" if args.file == "-" else args.file
+    with _conversion_hint(args.model):
+        model = load(args.model, backend=args.backend, n_threads=args.threads)
+    base = None
+    if args.kl_base:
+        with _conversion_hint(args.kl_base):
+            base = load(args.kl_base, backend=args.backend, n_threads=args.threads)
+    for name, loaded in (("model", model), ("kl-base", base)):
+        if loaded is not None:
+            hp = loaded.hparams
+            print(
+                f"perplexity: {name} = {loaded.path} (n_vocab {hp.n_vocab}, n_ctx {hp.n_ctx}, "
+                f"ftype {hp.ftype.short_name}), backend {loaded.backend.name}, "
+                f"{args.threads} threads",
+                file=sys.stderr,
+            )
+    n_ctx = args.ctx_size if args.ctx_size is not None else min(model.n_ctx, 512)
+    print("perplexity: tokenizing the input ..", file=sys.stderr)
+    ids = model.tokenizer.encode(text)
+    n_chunks = len(ids) // n_ctx if n_ctx > 0 else 0
+    print(
+        f"perplexity: {len(ids)} tokens; calculating perplexity over {n_chunks} chunks, "
+        f"n_ctx={n_ctx}, batch_size={min(args.batch_size, max(n_ctx, 1))}",
+        file=sys.stderr,
+    )
+    result = compute_perplexity(
+        model,
+        ids,
+        n_ctx,
+        args.batch_size,
+        kl_base=base,
+        text_path=where,
+        on_chunk=_print_chunk if base is None else _print_kl_chunk,
+    )
+    print(file=sys.stderr)
+    print(f"Final estimate: PPL = {result.ppl}")
+    if base is not None:
+        _print_kl_summary(result)
+    return 0
+
+
+def _print_eta(result) -> None:
+    if result.chunks_done == 1:
+        seconds = result.seconds
+        print(
+            f"perplexity: {seconds:.2f} seconds per pass - ETA "
+            f"{seconds * result.n_chunks / 60:.2f} minutes",
+            file=sys.stderr,
+        )
+
+
+def _print_chunk(result) -> None:
+    _print_eta(result)
+    print(f"[{result.chunks_done}]{result.ppl.value:.4f},", end="", file=sys.stderr, flush=True)
+
+
+def _print_kl_chunk(result) -> None:
+    _print_eta(result)
+    if result.chunks_done == 1:
+        print(
+            "chunk             PPL               ln(PPL(Q)/PPL(base))          KL Divergence"
+            "            Same top p",
+            file=sys.stderr,
+        )
+    ppl, ratio, kl, top = (
+        result.ppl,
+        result.log_ppl_ratio,
+        result.mean_kl,
+        result.same_top_fraction,
+    )
+    print(
+        f"{result.chunks_done:4d}    {ppl.value:9.4f} ± {ppl.error:9.4f}    "
+        f"{ratio.value:10.5f} ± {ratio.error:10.5f}    {kl.value:10.5f} ± {kl.error:10.5f}    "
+        f"{100 * top.value:6.3f} ± {100 * top.error:6.3f} %",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _print_kl_summary(result) -> None:
+    ppl, base_ppl, ratio = result.ppl, result.base_ppl, result.log_ppl_ratio
+    kl, top = result.mean_kl, result.same_top_fraction
+    print()
+    print("====== Perplexity statistics ======")
+    print(f"Mean PPL(Q)                   : {ppl.value:10.6f} ± {ppl.error:10.6f}")
+    print(f"Mean PPL(base)                : {base_ppl.value:10.6f} ± {base_ppl.error:10.6f}")
+    print(f"Mean ln(PPL(Q)/PPL(base))     : {ratio.value:10.6f} ± {ratio.error:10.6f}")
+    ppl_ratio = math.exp(ratio.value)
+    print(f"Mean PPL(Q)/PPL(base)         : {ppl_ratio:10.6f} ± {ppl_ratio * ratio.error:10.6f}")
+    print()
+    print("====== KL divergence statistics ======")
+    print(f"Mean    KLD: {kl.value:10.6f} ± {kl.error:10.6f}")
+    for label, fraction in (
+        ("Maximum", 1.0),
+        ("99.9%  ", 0.999),
+        ("99.0%  ", 0.99),
+        ("95.0%  ", 0.95),
+        ("90.0%  ", 0.9),
+        ("Median ", 0.5),
+        ("10.0%  ", 0.1),
+        ("Minimum", 0.0),
+    ):
+        print(f"{label} KLD: {result.kl_percentile(fraction):10.6f}")
+    print()
+    print("====== Token probability statistics ======")
+    print(f"Same top p: {100 * top.value:6.3f} ± {100 * top.error:5.3f} %")

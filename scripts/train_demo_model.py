@@ -239,7 +239,7 @@ def main():
         default=None,
         help="folder for the corpus cache and checkpoints (default OUT.work)",
     )
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=1600)
     parser.add_argument("--batch-size", type=int, default=16, help="256-token windows per step")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument(
