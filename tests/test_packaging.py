@@ -4,6 +4,7 @@ environments CI tests them in."""
 from __future__ import annotations
 
 import email.parser
+import json
 import re
 import shutil
 import subprocess
@@ -102,3 +103,27 @@ def test_ci_tests_the_newest_python_with_the_newest_releases(wheel):
         rf"^environment newest {re.escape(newest)} \S+ --upgrade numpy ml_dtypes$", CI_RUN, re.M
     )
     assert f"environment oldest {min(versions, key=lambda v: int(v.split('.')[1]))} " in CI_RUN
+
+
+def test_the_wheel_installs_under_its_name_with_its_license(wheel, tmp_path):
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+         "--target", str(target), wheel.filename],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr[-3000:]
+    probe = (
+        "import importlib.metadata as m, ggml_py, json\n"
+        "d = m.distribution('ggml-py-gptj')\n"
+        "print(json.dumps([ggml_py.__file__, d.version, d.metadata['License-Expression'],"
+        " d.read_text('licenses/LICENSE')[:11]]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r})\n{probe}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    location, version, license_expression, license_text = json.loads(result.stdout)
+    assert location.startswith(str(target))  # the installed copy, not the checkout
+    assert (version, license_expression, license_text) == ("0.1.0", "MIT", "MIT License")
