@@ -47,6 +47,7 @@ from ggml_py.formats.quant import (
     decode_block_rows,
     decode_f16_scaled,
     decoded_column_order,
+    decoded_f16_specials,
     dequantize,
 )
 
@@ -87,6 +88,9 @@ class BlockedMatrix:
             self._halves = self.rows.view(np.int16)
             self.input_exponent = F16_SCALE_EXPONENT
             self._decode = self._decode_f16
+            # per row block: unknown (None) until first decoded, then whether it holds
+            # infinities or NaN, which the fast decoding turns into finite values
+            self._f16_specials: list[bool | None] = [None] * -(-n_out // self.block_rows)
         elif self.type == GGMLType.F32:
             self._values = self.rows.view(np.float32)
             self._decode = (
@@ -225,10 +229,17 @@ class BlockedMatrix:
             out_rows += np.einsum("br,b->r", block_minimums(blocks)[..., 0], x_arranged.totals)
 
     def _decode_f16(self, begin: int, end: int, scratch: Scratch) -> np.ndarray:
-        return decode_f16_scaled(
-            self._halves[None, begin:end],
-            scratch.array("f16", np.int32, (1, end - begin, self.shape[1])),
+        halves = self._halves[None, begin:end]
+        block = decode_f16_scaled(
+            halves, scratch.array("f16", np.int32, (1, end - begin, self.shape[1]))
         )
+        index = begin // self.block_rows  # blocks start at multiples of block_rows
+        if self._f16_specials[index] is None:  # looked for once: real checkpoints have none
+            self._f16_specials[index] = decoded_f16_specials(block)
+        if self._f16_specials[index]:  # NumPy's exact cast, scaled like the fast path's values
+            np.copyto(block, halves.view("<f2"))
+            block *= np.float32(2.0**-F16_SCALE_EXPONENT)
+        return block
 
     def _decode_f32(self, begin: int, end: int, scratch: Scratch) -> np.ndarray:
         return self._values[None, begin:end]

@@ -3,7 +3,7 @@ collects the suite. Its command-line options come from the always-loaded plugin
 ``_ggml_py_pytest_plugin`` (``--ggml-py-backend``, ``--ggml-py-golden-dir``).
 
 - The backend under test: ``--ggml-py-backend NAME``, else ``$GGML_PY_BACKEND``, else
-  ``numpy-blas``; one instance per thread count, shared by the whole run.
+  ``numpy-blas``; new instances for every test.
 - Golden data: the suite ships its own (``data/``); a larger data set is used only when given
   by ``--ggml-py-golden-dir DIR`` or ``$GGML_PY_GOLDEN_DIR`` (``test_golden_dir.py`` is not
   collected otherwise, so nothing is skipped by default).
@@ -41,14 +41,14 @@ def golden_dir(config: pytest.Config) -> Path | None:
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if collection_path == HERE / "test_golden_dir.py" and golden_dir(config) is None:
+    if collection_path.resolve() == HERE / "test_golden_dir.py" and golden_dir(config) is None:
         return True
     return None
 
 
 def pytest_collection_modifyitems(items) -> None:
     # only this suite's items move, among the slots they already hold
-    slots = [i for i, item in enumerate(items) if Path(item.path).parent == HERE]
+    slots = [i for i, item in enumerate(items) if Path(item.path).resolve().parent == HERE]
     ordered = sorted(
         (items[i] for i in slots), key=lambda item: MODULE_ORDER.index(Path(item.path).name)
     )
@@ -62,10 +62,10 @@ def conformance_backend_name(request: pytest.FixtureRequest) -> str:
     return resolve_backend_name(request.config.getoption("--ggml-py-backend", default=None))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def conformance_make_backend(conformance_backend_name: str) -> Callable[..., Backend]:
-    """``make(n_threads)``: the instance of the backend under test with that many threads (made
-    once per thread count)."""
+    """``make(n_threads)``: the instance of the backend under test with that many threads, made
+    once per test (fresh instances keep a backend's buffers from piling up over the run)."""
     instances: dict[int | None, Backend] = {}
 
     def make(n_threads: int | None = None) -> Backend:
@@ -76,7 +76,7 @@ def conformance_make_backend(conformance_backend_name: str) -> Callable[..., Bac
     return make
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def conformance_backend(conformance_make_backend: Callable[..., Backend]) -> Backend:
     """The backend under test with two worker threads."""
     return conformance_make_backend(2)

@@ -377,7 +377,7 @@ _BLOCK_ENCODERS: dict[GGMLType, Callable[[np.ndarray, np.ndarray], None]] = {
 F16_SCALE_EXPONENT = 112  # f16 exponent bias 15 -> f32 bias 127
 _F16_SCALE = np.float32(2.0**F16_SCALE_EXPONENT)
 _F16_SIGN_EXPONENT_MANTISSA = np.int32(-0x70002000)  # 0x8FFFE000
-_F16_SPECIAL_SCALED = 65536.0  # inf/NaN land at |v| >= 2**16, finite f16 below
+_F16_SPECIAL_SCALED = 2.0**-96  # decode_f16_scaled puts inf/NaN at |v| >= 2**16 * 2**-112
 _CHUNK_ELEMENTS = 1 << 18  # f16 values per pass of ``dequantize``
 
 
@@ -421,6 +421,19 @@ def decode_f16_scaled(halves: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out.view(np.float32)
 
 
+def decoded_f16_specials(scaled: np.ndarray) -> bool:
+    """Whether :func:`decode_f16_scaled` met infinities or NaN: they land at ``|v| >= 2**-96``,
+    every finite f16 value below.
+
+    >>> w = np.array([1.5, 65504.0, np.inf], dtype=np.float16)
+    >>> decoded_f16_specials(decode_f16_scaled(w[:2], np.empty(2, np.int32)))
+    False
+    >>> decoded_f16_specials(decode_f16_scaled(w, np.empty(3, np.int32)))
+    True
+    """
+    return scaled.size > 0 and bool(max(scaled.max(), -scaled.min()) >= _F16_SPECIAL_SCALED)
+
+
 def _dequantize_f16(halves: np.ndarray) -> np.ndarray:
     """Exact float32 of 1-D f16 data through :func:`decode_f16_scaled`, pass by pass in chunks
     that stay in cache; a chunk holding infinities or NaN is converted by NumPy's cast instead."""
@@ -436,9 +449,10 @@ def _exact_f16(halves: np.ndarray, bits: np.ndarray) -> np.ndarray:
     """f16 ``halves`` into ``bits`` (int32, same shape) as exact float32: the integer path, or
     NumPy's cast when the data holds infinities or NaN."""
     values = decode_f16_scaled(halves, bits)
-    values *= _F16_SCALE
-    if values.size and max(values.max(), -values.min()) >= _F16_SPECIAL_SCALED:
+    if decoded_f16_specials(values):
         np.copyto(values, halves.view("<f2"))
+    else:
+        values *= _F16_SCALE
     return values
 
 
