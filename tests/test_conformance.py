@@ -13,18 +13,10 @@ from test_backend import _run
 
 
 def _suite(*args, cwd, env=None):
-    """``pytest --pyargs ggml_py.conformance ARGS`` in a fresh interpreter."""
-    return _run(
-        "-m",
-        "pytest",
-        "-p",
-        "no:cacheprovider",
-        "--pyargs",
-        "ggml_py.conformance",
-        *args,
-        cwd=cwd,
-        env=env,
-    )
+    """``pytest --pyargs ggml_py.conformance ARGS`` in a fresh interpreter (under a minute on a
+    quiet machine; the timeout leaves room for a machine shared by several test runs)."""
+    pytest_args = ["-m", "pytest", "-p", "no:cacheprovider", "--pyargs", "ggml_py.conformance"]
+    return _run(*pytest_args, *args, cwd=cwd, env=env, timeout=1200)
 
 
 def _assert_all_passed(result):
