@@ -49,7 +49,7 @@ def test_the_suite_runs_complete_from_an_installed_package(tmp_path, request):
     # the golden data the suite needs comes with the package, nothing is skipped
     source = tmp_path / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md", "_ggml_py_pytest_plugin.py"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "_ggml_py_pytest_plugin.py"):
         shutil.copy(REPO / name, source / name)
     for name in ("ggml_py", "backends"):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
