@@ -394,6 +394,11 @@ def test_any_corrupted_byte_parses_or_raises_model_file_error(tmp_path, position
             [],
             "general.alignment 24 is not a power of two",
         ),
+        (
+            [GGUFField("general.alignment", V.INT32, 32)],
+            [],
+            "general.alignment has type INT32, expected UINT32",
+        ),
         ([], [OutputTensor("x" * 64, GGMLType.F32, (1,), [b"\0" * 4])], "longer than 63 bytes"),
         ([], [OutputTensor("x", GGMLType.F32, (1,), [b"\0" * 4])] * 2, "duplicate tensor name 'x'"),
         (

@@ -105,6 +105,26 @@ def align_offset(offset: int, alignment: int) -> int:
     return offset + (alignment - offset % alignment) % alignment
 
 
+def _checked_alignment(field: GGUFField | None, path: str, offset: int | None = None) -> int:
+    """The alignment a ``general.alignment`` field sets (32 without one), which readers and
+    writers pad to: a UINT32 power of two, else ``ModelFileError`` naming ``path`` and ``offset``.
+
+    >>> _checked_alignment(GGUFField("general.alignment", GGUFValueType.UINT32, 64), "m.gguf")
+    64
+    """
+    if field is None:
+        return DEFAULT_ALIGNMENT
+    if field.type != GGUFValueType.UINT32:
+        type_name = getattr(field.type, "name", field.type)
+        raise ModelFileError(
+            path, f"general.alignment has type {type_name}, expected UINT32", offset
+        )
+    value = field.value
+    if not isinstance(value, (int, np.integer)) or value <= 0 or value & (value - 1):
+        raise ModelFileError(path, f"general.alignment {value} is not a power of two", offset)
+    return int(value)
+
+
 # --------------------------------------------------------------------------------------------
 # Reading
 
@@ -228,7 +248,9 @@ class GGUFReader:
         cursor = _Cursor(self.path, memoryview(self._memmap))
         self._read_header(cursor)
         self.fields = self._read_fields(cursor)
-        self.alignment = self._alignment()
+        self.alignment = _checked_alignment(
+            self.fields.get("general.alignment"), self.path, self.offset_of("general.alignment")
+        )
         self.tensors = self._read_tensor_infos(cursor)
 
     def _read_header(self, cursor: _Cursor) -> None:
@@ -267,21 +289,6 @@ class GGUFReader:
     def offset_of(self, key: str) -> int | None:
         """The file offset of a metadata key's entry, or None when the file has no such key."""
         return self._field_offsets.get(key)
-
-    def _alignment(self) -> int:
-        field = self.fields.get("general.alignment")
-        if field is None:
-            return DEFAULT_ALIGNMENT
-        where = self.offset_of("general.alignment")
-        if field.type is not GGUFValueType.UINT32:
-            raise ModelFileError(
-                self.path, f"general.alignment has type {field.type.name}, expected UINT32", where
-            )
-        if field.value == 0 or field.value & (field.value - 1):
-            raise ModelFileError(
-                self.path, f"general.alignment {field.value} is not a power of two", where
-            )
-        return field.value
 
     def _read_tensor_infos(self, cursor: _Cursor) -> dict[str, TensorInfo]:
         records = []  # (name, type, shape, relative offset, where the offset is stored)
@@ -462,17 +469,6 @@ def _encode_field(field: GGUFField, path: str) -> bytes:
     return b"".join(parts)
 
 
-def _writer_alignment(fields: Sequence[GGUFField], path: str) -> int:
-    for field in fields:
-        if field.key == "general.alignment":
-            if field.type != GGUFValueType.UINT32 or not isinstance(field.value, int):
-                raise ModelFileError(path, "general.alignment must be a UINT32")
-            if field.value <= 0 or field.value & (field.value - 1):
-                raise ModelFileError(path, f"general.alignment {field.value} is not a power of two")
-            return field.value
-    return DEFAULT_ALIGNMENT
-
-
 def write_gguf(
     out: BinaryIO,
     fields: Sequence[GGUFField],
@@ -489,7 +485,9 @@ def write_gguf(
     messages; ``progress(name, bytes written, total bytes)`` is called after every chunk.
     """
     path = os.fspath(path)
-    alignment = _writer_alignment(fields, path)
+    alignment = _checked_alignment(
+        next((field for field in fields if field.key == "general.alignment"), None), path
+    )
     keys = set()
     for field in fields:
         if field.key in keys:
