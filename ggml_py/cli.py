@@ -677,7 +677,7 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     from ggml_py.model import Timings, load
-    from ggml_py.sampling import MT19937, Sampler, SamplingSettings
+    from ggml_py.sampling import Sampler, SamplingSettings
 
     settings = SamplingSettings(
         args.top_k, args.top_p, args.temp, args.repeat_last_n, args.repeat_penalty
@@ -693,9 +693,9 @@ def _run(args: argparse.Namespace) -> int:
             prompt = prompt[:-1]
     seed = args.seed if args.seed >= 0 else int(time.time())
     print(f"main: seed = {seed}", file=sys.stderr)
-    rng = MT19937(seed)
+    sampler = Sampler(settings, seed)
     if not prompt:
-        prompt = _RANDOM_PROMPTS[int(rng.next_uint32()[0]) % len(_RANDOM_PROMPTS)]
+        prompt = _RANDOM_PROMPTS[int(sampler.rng.next_uint32()[0]) % len(_RANDOM_PROMPTS)]
 
     load_start = time.perf_counter()
     with _conversion_hint(args.model):
@@ -721,7 +721,7 @@ def _run(args: argparse.Namespace) -> int:
     tokens = model.generate_ids(
         prompt_ids,
         args.n_predict,
-        Sampler(settings, seed, rng),
+        sampler,
         n_batch=args.batch_size,
         stop_at_eos=not args.ignore_eos,
         timings=timings,

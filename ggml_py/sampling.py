@@ -105,16 +105,17 @@ class SamplingSettings:
 
 
 class Sampler:
-    """Picks token ids from logits with fixed settings and its own ``std::mt19937`` stream.
+    """Picks token ids from logits with fixed settings and its own ``std::mt19937`` stream,
+    ``rng``, seeded with ``seed`` (ggml's ``gpt-j`` also draws its random prompt from it).
 
     >>> sampler = Sampler(SamplingSettings(top_k=1), seed=1)
     >>> sampler.sample(np.array([0.1, 2.0, -1.0], dtype=np.float32), history=[])
     1
     """
 
-    def __init__(self, settings: SamplingSettings, seed: int, rng: MT19937 | None = None):
+    def __init__(self, settings: SamplingSettings, seed: int):
         self.settings = settings
-        self.rng = rng if rng is not None else MT19937(seed)
+        self.rng = MT19937(seed)
 
     def sample(self, logits: np.ndarray, history: Sequence[int]) -> int:
         """The next token id; ``history`` holds the ids so far (prompt included)."""
