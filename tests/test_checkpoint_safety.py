@@ -182,6 +182,22 @@ def test_quantized_storages_are_refused(tmp_path):
     refused(tmp_path / "q.bin", "global 'torch.QInt8Storage' is not allowed")
 
 
+def test_storage_classes_and_dtypes_are_not_interchangeable(tmp_path):
+    """Both name a dtype, but torch fails on either in the other's place, so we refuse it."""
+    torch_zip(
+        tmp_path / "dtype-as-storage.bin",
+        state_dict({"w": tensor("float32", "0", 1, (1,), (1,))}),
+        {"0": [bytes(4)]},
+    )
+    refused(tmp_path / "dtype-as-storage.bin", "torch.float32 is not a torch storage class")
+
+    for name, dtype in [("v3.bin", "float16"), ("storage-as-dtype.bin", "HalfStorage")]:
+        pickle_bytes = state_dict({"w": tensor("FloatStorage", "0", 1, (1,), (1,), dtype=dtype)})
+        torch_zip(tmp_path / name, pickle_bytes, {"0": [bytes(4)]})
+    assert ggml_py.open_checkpoint(tmp_path / "v3.bin")["w"].dtype == "float16"
+    refused(tmp_path / "storage-as-dtype.bin", "_rebuild_tensor_v3 needs a torch dtype")
+
+
 def test_missing_data_pkl_is_refused(tmp_path):
     with zipfile.ZipFile(tmp_path / "nopickle.bin", "w") as archive:
         archive.writestr("archive/byteorder", b"little")

@@ -43,8 +43,10 @@ def tensor(
     shape: Sequence[int],
     strides: Sequence[int],
     offset: int = 0,
+    dtype: str | None = None,
 ) -> bytes:
-    """One ``_rebuild_tensor_v2`` call on storage ``data/<key>`` of ``numel`` elements."""
+    """One ``_rebuild_tensor_v2`` call on storage ``data/<key>`` of ``numel`` elements, or with
+    ``dtype`` (a ``torch`` global) ``_rebuild_tensor_v3``, which takes the dtype last."""
     storage_id = op_tuple(
         [
             op_str("storage"),
@@ -63,7 +65,10 @@ def tensor(
         b"\x89",
         hooks,
     ]
-    return op_global("torch._utils", "_rebuild_tensor_v2") + op_tuple(arguments) + b"R"
+    if dtype is None:
+        return op_global("torch._utils", "_rebuild_tensor_v2") + op_tuple(arguments) + b"R"
+    arguments.append(op_global("torch", dtype))
+    return op_global("torch._utils", "_rebuild_tensor_v3") + op_tuple(arguments) + b"R"
 
 
 def state_dict(entries: dict[str, bytes]) -> bytes:

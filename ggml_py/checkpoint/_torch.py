@@ -20,9 +20,9 @@ import numpy as np
 
 from ggml_py.checkpoint._tensor import LazyTensor, MappedStorage, Storage, describe
 from ggml_py.checkpoint._unpickler import (
+    DTypeName,
     RebuiltTensor,
     Refused,
-    StorageType,
     TypedStorage,
     unpickle,
 )
@@ -235,7 +235,7 @@ def _byteorder(
     return value.decode()
 
 
-def _storage_id(pid: object, length: int) -> tuple[StorageType, str, int, tuple]:
+def _storage_id(pid: object, length: int) -> tuple[DTypeName, str, int, tuple]:
     """Check a storage persistent id: ('storage', storage type, key, location, numel, ...)."""
     if type(pid) is not tuple or not pid:
         raise Refused(f"persistent id {describe(pid)} is not a tuple")
@@ -246,7 +246,7 @@ def _storage_id(pid: object, length: int) -> tuple[StorageType, str, int, tuple]
     if pid[0] != "storage" or len(pid) != length:
         raise Refused(f"persistent id must be a {length}-tuple starting with 'storage'")
     _, storage_type, key, _location, numel = pid[:5]
-    if not isinstance(storage_type, StorageType):
+    if not isinstance(storage_type, DTypeName) or not storage_type.is_storage_class:
         raise Refused(f"storage type {describe(storage_type)} is not a torch storage class")
     if type(key) is not str:
         raise Refused(f"storage key {describe(key)} is not a string")
@@ -256,7 +256,7 @@ def _storage_id(pid: object, length: int) -> tuple[StorageType, str, int, tuple]
 
 
 def _same_storage(
-    known: TypedStorage, storage_type: StorageType, numel: int, key: str
+    known: TypedStorage, storage_type: DTypeName, numel: int, key: str
 ) -> TypedStorage:
     if (
         known.dtype != storage_type.dtype

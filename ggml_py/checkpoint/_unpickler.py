@@ -81,31 +81,22 @@ class _StandIn:
         self.qualname = qualname
 
 
-class _NamesDType(_StandIn):
-    """A stand-in that names a torch dtype. Its NumPy dtype is looked up when a tensor uses it,
-    so only bf16 and float8 checkpoints import ml_dtypes."""
+class DTypeName(_StandIn):
+    """A torch dtype (``torch.bfloat16``) or storage class (``torch.HalfStorage``): each only
+    names a dtype, but torch accepts neither in the other's place, so ``is_storage_class`` keeps
+    them apart. The NumPy dtype is looked up when a tensor uses it, so only bf16 and float8
+    checkpoints import ml_dtypes."""
 
-    __slots__ = ("dtype_name",)
+    __slots__ = ("dtype_name", "is_storage_class")
 
-    def __init__(self, qualname: str, dtype_name: str):
+    def __init__(self, qualname: str, dtype_name: str, is_storage_class: bool):
         super().__init__(qualname)
         self.dtype_name = dtype_name
+        self.is_storage_class = is_storage_class
 
     @property
     def dtype(self) -> np.dtype:
         return numpy_dtype(self.dtype_name)
-
-
-class StorageType(_NamesDType):
-    """A torch storage class such as ``torch.HalfStorage``: it only names a dtype."""
-
-    __slots__ = ()
-
-
-class _DType(_NamesDType):
-    """A torch dtype such as ``torch.bfloat16`` (a separate type: a storage class is no dtype)."""
-
-    __slots__ = ()
 
 
 class _TensorType(_StandIn):
@@ -140,7 +131,7 @@ def _rebuild_tensor(
         raise Refused(f"{name} needs a storage, not {describe(typed)}")
     dtype = typed.dtype
     if dtype_at is not None:
-        if not isinstance(args[dtype_at], _DType):
+        if not isinstance(args[dtype_at], DTypeName) or args[dtype_at].is_storage_class:
             raise Refused(f"{name} needs a torch dtype, not {describe(args[dtype_at])}")
         dtype = args[dtype_at].dtype
     return RebuiltTensor(typed.storage, dtype, args[1], args[2], args[3])
@@ -229,12 +220,12 @@ def _allowlist() -> dict[tuple[str, str], _StandIn]:
         table[(module, name)] = _TensorType(f"{module}.{name}")
     for module in ("torch", "torch.cuda"):
         for name, dtype_name in STORAGE_CLASSES.items():
-            table[(module, name)] = StorageType(f"{module}.{name}", dtype_name)
-    table[("torch.storage", "UntypedStorage")] = StorageType(
-        "torch.storage.UntypedStorage", "uint8"
+            table[(module, name)] = DTypeName(f"{module}.{name}", dtype_name, is_storage_class=True)
+    table[("torch.storage", "UntypedStorage")] = DTypeName(
+        "torch.storage.UntypedStorage", "uint8", is_storage_class=True
     )
     for name in TORCH_DTYPE_NAMES:
-        table[("torch", name)] = _DType(f"torch.{name}", name)
+        table[("torch", name)] = DTypeName(f"torch.{name}", name, is_storage_class=False)
     return table
 
 
