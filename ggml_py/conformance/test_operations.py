@@ -132,9 +132,10 @@ def _linear_where(x, tensor, with_bias, n_threads=None):
     )
 
 
-def _linear_reference(x, tensor, bias_tensor=None):
-    """The float64 result and the allowed error of ``linear`` for these inputs."""
-    w = reference.decoded(tensor)
+def _linear_reference(x, tensor, bias_tensor=None, w=None):
+    """The float64 result and the allowed error of ``linear`` for these inputs (``w``: the
+    tensor's decoded values, when the caller already has them)."""
+    w = reference.decoded(tensor) if w is None else w
     b = None if bias_tensor is None else reference.decoded(bias_tensor)
     with np.errstate(invalid="ignore", over="ignore"):
         bound = 1e-5 * (
@@ -256,9 +257,10 @@ def test_linear_over_many_row_blocks_with_1_to_4_threads(
     bias = reference.tensor_info(
         "b", rng.standard_normal(tensor.shape[0]), GGMLType.F32, misalign=1
     )
+    w = reference.decoded(tensor)
     for n_tokens in (1, 3):  # decoding and prompt paths may differ
         x = rng.standard_normal((n_tokens, tensor.shape[1])).astype(np.float32)
-        expected = _linear_reference(x, tensor, bias)
+        expected = _linear_reference(x, tensor, bias, w)
         for n_threads in THREAD_COUNTS:
             backend = conformance_make_backend(n_threads)
             _check_linear(backend, x, tensor, bias, n_threads, thorough=False, expected=expected)
