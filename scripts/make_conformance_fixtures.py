@@ -25,7 +25,6 @@ them.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import tempfile
 from importlib import metadata
@@ -154,8 +153,9 @@ def main() -> None:
         if "attn.bias" not in name
     }
 
-    shutil.rmtree(OUT, ignore_errors=True)
-    OUT.mkdir(parents=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    for made in [*OUT.glob("*.bin"), *OUT.glob("*.npz"), OUT / "expected.json"]:
+        made.unlink(missing_ok=True)  # README.md, written by hand, stays
     with tempfile.TemporaryDirectory() as temporary:
         hf_dir = Path(temporary) / "hf"
         hf_dir.mkdir()

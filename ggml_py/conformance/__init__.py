@@ -9,6 +9,8 @@ option comes from the pytest plugin ``_ggml_py_pytest_plugin``, which ggml-py re
 ``pytest11`` entry-point group, so it works from any directory once ggml-py is installed. The
 golden data the suite needs ships in ``data/``; ``--ggml-py-golden-dir DIR`` (or
 ``$GGML_PY_GOLDEN_DIR``) adds the tests of a larger data set, a folder holding ``tiny-gptj/``.
+Both spellings of the option work; ``--ggml-py-golden-dir=DIR`` also leaves pytest's rootdir
+alone (pytest picks it before loading plugins and takes a separate ``DIR`` for a test path).
 
 What is checked, in this order (tolerances in ``spec/backend.md`` and at the top of each module):
 
