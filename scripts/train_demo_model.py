@@ -454,7 +454,9 @@ torch {record["torch"]}, transformers {record["transformers"]} and tokenizers {r
   {training["wall_seconds"] / 60:.0f} minutes on {training["threads"]} CPU threads.
 - **Loss**: {results["train_loss_last_50_steps"]:.3f} on training batches (mean of the last 50 steps),
   {results["heldout_loss"]:.3f} on the held-out files (perplexity {results["heldout_perplexity"]:.2f} per token;
-  {results["heldout_loss_float16_weights"]:.3f} with the shipped float16 weights).
+  {results["heldout_loss_float16_weights"]:.3f} with the shipped float16 weights). Both are mean next-token
+  losses over consecutive {training["context"]}-token windows with every position scored; `ggml-py perplexity`
+  scores only the second half of each window (more context per token), so its perplexity is lower.
 
 `training.json` records the configuration, the corpus counts and the loss of every step.
 
