@@ -26,7 +26,6 @@ The full algorithm is described in spec/tokenizer.md.
 from __future__ import annotations
 
 import codecs
-import json
 import os
 import re
 import sys
@@ -34,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Callable, Protocol
 
+from ggml_py._json import parse_json
 from ggml_py._tokenizer_unicode import (
     LETTERS_ASTRAL,
     LETTERS_BMP,
@@ -566,15 +566,8 @@ def read_json_object(
 ) -> dict:
     """The JSON object in the UTF-8 file ``path`` (a Hugging Face tokenizer or config file);
     anything else raises ``error_type`` naming the file."""
-    try:
-        with open(path, "rb") as file:
-            value = json.loads(file.read().decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise error_type(path, "not UTF-8 text", offset=error.start) from None
-    except json.JSONDecodeError as error:
-        raise error_type(
-            path, f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
-        ) from None
+    with open(path, "rb") as file:
+        value = parse_json(path, file.read(), error_type)
     if not isinstance(value, dict):
         raise error_type(path, f"expected a JSON object, found {type(value).__name__}")
     return value

@@ -491,6 +491,7 @@ def safetensors_file(tmp_path, header: bytes, data: bytes = b"", name="bad.safet
         (b'{"__metadata__": {"format": 1}}', b"", "must map strings to strings"),
         (b'{"a": [1, 2', b"", "not valid JSON"),
         (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", b"", "not valid JSON"),
+        (b'{"a": 1' + b"0" * 5000 + b"}", b"", "not valid JSON: a number of more than 4300"),
         (b" " * 2000 + b"[]", b"", "not a JSON object"),
     ],
 )

@@ -257,7 +257,9 @@ def test_config_and_checkpoint_mismatches(tmp_path, changes, message):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b'{"n_embd": 32,', r"config.json: not valid JSON: .* at line 1 column 15$"),
+        (b'{"n_embd": 32,', r"config.json: not valid JSON: .* at line 1 column 15 \(at byte 14\)$"),
+        (b"[" * 100_000, r"config.json: not valid JSON: nested too deeply for Python's json"),
+        (b'{"n_embd": 1' + b"0" * 5000 + b"}", r"config.json: not valid JSON: a number of more"),
         (b'{"model_type": "gpt\xff"}', r"config.json: not UTF-8 text \(at byte 19\)$"),
         (b"[]", r"config.json: expected a JSON object, found list$"),
     ],
@@ -267,6 +269,25 @@ def test_unreadable_config_is_a_checkpoint_error(tmp_path, content, message):
     (folder / "config.json").write_bytes(content)
     with pytest.raises(CheckpointError, match=message):
         convert_hf(folder, GGMLFileType.MOSTLY_F16)
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b'{"a": ' + b"[" * 100_000 + b"}", "nested too deeply for Python's json module"),
+        (b'{"n_embd": 1' + b"0" * 5000 + b"}", "a number of more than 4300 digits"),
+    ],
+)
+def test_convert_of_a_hostile_config_is_one_line(tmp_path, capsys, content, reason):
+    # json.loads raises RecursionError and ValueError for these, which the CLI would show as a
+    # traceback if they were not turned into the file's CheckpointError
+    folder = linked_copy(FIXTURES / "e32-h4-l2-safetensors", tmp_path / "hf", skip={"config.json"})
+    (folder / "config.json").write_bytes(content)
+    assert main(["convert", str(folder)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err
+    assert err == f"ggml-py: error: {folder / 'config.json'}: not valid JSON: {reason}\n"
+    assert not list(folder.glob("ggml-model*"))
 
 
 def test_null_rotary_dim_means_the_whole_head(tmp_path):

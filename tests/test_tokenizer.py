@@ -334,6 +334,18 @@ def replace_in(path: Path, old: str, new: str) -> None:
         ),
         (lambda f: (f / "vocab.json").write_text('{"a": '), "vocab.json: not valid JSON"),
         (lambda f: (f / "vocab.json").write_bytes(b'{"\xff": 1}'), "vocab.json: not UTF-8 text"),
+        (  # json.loads raises RecursionError, not JSONDecodeError
+            lambda f: (f / "vocab.json").write_text("[" * 100_000),
+            "vocab.json: not valid JSON: nested too deeply for Python's json module$",
+        ),
+        (  # int() refuses more than 4300 digits with a plain ValueError
+            lambda f: replace_in(f / "vocab.json", '"!": 0', '"!": ' + "9" * 5000),
+            "vocab.json: not valid JSON: a number of more than 4300 digits$",
+        ),
+        (
+            lambda f: (f / "tokenizer_config.json").write_text('{"a": ' + "[" * 100_000),
+            "tokenizer_config.json: not valid JSON: nested too deeply",
+        ),
         (lambda f: replace_in(f / "vocab.json", '"!": 0', '"!": -3'), "token '!' has id -3"),
         (
             lambda f: replace_in(f / "vocab.json", '"!": 0', '"! x": 0'),

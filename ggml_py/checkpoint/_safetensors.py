@@ -7,10 +7,10 @@ to the end of the file, and sizes that match shape x dtype.
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 
+from ggml_py._json import parse_json
 from ggml_py.checkpoint._dtypes import SAFETENSORS_DTYPES, numpy_dtype
 from ggml_py.checkpoint._tensor import LazyTensor, MappedStorage, describe
 from ggml_py.errors import CheckpointError
@@ -93,22 +93,14 @@ def _parse_header(path: str, raw: bytes) -> dict:
                 seen.add(key)
         return result
 
-    try:
-        text = raw.decode("utf-8")
-        header = json.loads(text, object_pairs_hook=unique)
-    except UnicodeDecodeError as error:
-        where = HEADER_START + error.start
-        raise CheckpointError(
-            path, "safetensors header is not valid JSON: not UTF-8", where
-        ) from None
-    except json.JSONDecodeError as error:  # .pos counts characters
-        where = HEADER_START + len(text[: error.pos].encode())
-        raise CheckpointError(
-            path, f"safetensors header is not valid JSON: {error.msg}", where
-        ) from None
-    except (ValueError, RecursionError) as error:  # numbers too long to convert, nesting too deep
-        reason = f"safetensors header is not valid JSON: {type(error).__name__}"
-        raise CheckpointError(path, reason, HEADER_START) from None
+    header = parse_json(
+        path,
+        raw,
+        CheckpointError,
+        subject="safetensors header is ",
+        start=HEADER_START,
+        object_pairs_hook=unique,
+    )
     if duplicated:
         raise CheckpointError(
             path, f"safetensors header has the name {describe(duplicated[0])} twice", HEADER_START
