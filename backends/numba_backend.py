@@ -1,0 +1,134 @@
+"""``numba``: weights stay memory-mapped as stored; one token's products run compiled kernels.
+
+Decoding one token reads every weight once, so its speed is how fast the weights can be read,
+unpacked and multiplied: ``backends.numba_kernels.matvec`` does all three in one pass over the
+file's bytes (f32, f16 and every block format), threaded over rows. Prompts (several tokens at
+once) are matrix-matrix products where BLAS is faster than any fused loop: they take the
+``blocked-f16`` path (row blocks decoded to float32, then BLAS), which this backend inherits.
+Attention, norms and GELU stay in NumPy (``Float32Ops``): they are a few percent of a token.
+
+numba compiles the kernels the first time they are used on a machine (a few seconds, announced
+on stderr) and caches them: beside the kernels' source when that folder is writable, else in
+``$NUMBA_CACHE_DIR`` or ``~/.cache/numba``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any, Dict, Mapping, NamedTuple, Optional
+
+import numpy as np
+from numba import types
+
+from ggml_py_backends import numba_kernels as kernels
+from ggml_py_backends.blocked_f16 import BlockedF16Backend, BlockedMatrix
+from ggml_py.backend import TensorRecord
+from ggml_py.errors import BackendError
+from ggml_py.formats.quant import BLOCK_FORMATS, GGMLType
+
+# numba's thread pool takes one parallel kernel at a time (its default 'workqueue' layer aborts
+# the process on concurrent launches from several threads): calls from threads are serialised
+_PARALLEL = threading.Lock()
+
+
+class NumbaMatrix(NamedTuple):
+    """A 2-D weight: its raw bytes for the kernels, and the blocked form for prompts."""
+
+    kind: int  # GGMLType
+    data: np.ndarray  # read-only uint8 view of the file's bytes, rows one after another
+    row_bytes: int
+    n_rows: int
+    blocked: BlockedMatrix
+
+
+class NumbaBackend(BlockedF16Backend):
+    name = "numba"
+    description = (
+        "weights stay memory-mapped as stored; one token through fused decode-and-dot kernels "
+        "compiled by numba, prompts through row blocks decoded to float32 and BLAS"
+    )
+
+    def __init__(self, n_threads: Optional[int] = None):
+        super().__init__(n_threads)
+        try:
+            compile_kernels()
+        except Exception as error:  # LLVM or numba trouble: one line, so that `auto` can move on
+            raise BackendError(None, f"numba kernels do not work: {type(error).__name__}: {error}") from error
+
+    def prepare(self, path: str, tensors: Mapping[str, TensorRecord]) -> Dict[str, Any]:
+        handles = super().prepare(path, tensors)
+        for name, record in tensors.items():
+            if len(record.shape) == 2:
+                data = _read_only(np.asarray(record.data).reshape(-1))
+                n_rows, n_cols = record.shape
+                block = BLOCK_FORMATS[GGMLType(record.type)]
+                handles[name] = NumbaMatrix(
+                    int(record.type), data, n_cols // block.block_size * block.type_size, n_rows, handles[name]
+                )
+        return handles
+
+    def embedding(self, table: NumbaMatrix, ids: np.ndarray) -> np.ndarray:
+        return super().embedding(table.blocked, ids)
+
+    def linear(self, x: np.ndarray, weight: NumbaMatrix, bias: Optional[np.ndarray] = None) -> np.ndarray:
+        if x.shape[0] != 1:
+            return super().linear(x, weight.blocked, bias)
+        token = _read_only(np.ascontiguousarray(x[0], dtype=np.float32))
+        block_sums = _read_only(token.reshape(-1, 32).sum(axis=1)) if token.size % 32 == 0 else _NO_BLOCKS
+        out = np.empty((1, weight.n_rows), dtype=np.float32)
+        with _PARALLEL:
+            kernels.set_threads(self.n_threads)
+            kernels.matvec(weight.kind, weight.data, weight.row_bytes, token, block_sums, out[0])
+        if bias is not None:
+            out += bias
+        return out
+
+
+_NO_BLOCKS = np.zeros(0, np.float32)
+_NO_BLOCKS.flags.writeable = False
+
+
+_MATVEC_SIGNATURE = (
+    types.int64,  # kind
+    types.Array(types.uint8, 1, "C", readonly=True),  # the weight's bytes
+    types.int64,  # row_bytes
+    types.Array(types.float32, 1, "C", readonly=True),  # x
+    types.Array(types.float32, 1, "C", readonly=True),  # block_sums
+    types.Array(types.float32, 1, "C"),  # out
+)
+
+
+def compile_kernels() -> None:
+    """Compile the kernels for the one signature the backend calls them with, or load them from
+    numba's cache; the first compile on a machine is announced on stderr. Then a tiny product
+    proves they run: a broken numba raises here, in the backend's constructor, not mid-run."""
+    matvec = kernels.matvec
+    if _MATVEC_SIGNATURE in matvec.overloads:
+        return
+    if not _in_cache(matvec, _MATVEC_SIGNATURE):
+        print("ggml-py: numba backend: compiling kernels, once (numba caches them)", file=sys.stderr, flush=True)
+    matvec.compile(_MATVEC_SIGNATURE)
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    x = np.array([1.0, -2.0, 0.5], np.float32)
+    out = np.empty(2, np.float32)
+    with _PARALLEL:
+        matvec(int(GGMLType.F32), _read_only(w.reshape(-1).view(np.uint8)), 12, _read_only(x), _NO_BLOCKS, out)
+    if not np.array_equal(out, w @ x):
+        raise RuntimeError(f"the compiled product gives {out.tolist()} instead of {(w @ x).tolist()}")
+
+
+def _in_cache(dispatcher: Any, signature: tuple) -> bool:
+    """Whether numba's on-disk cache holds ``dispatcher`` for ``signature`` (loading it twice
+    costs a few milliseconds; numba has no public query)."""
+    try:
+        return dispatcher._cache.load_overload(signature, dispatcher.targetctx) is not None
+    except Exception:  # an unexpected numba version: announce rather than guess
+        return False
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A read-only view: the kernels are compiled for read-only inputs only."""
+    view = array.view()
+    view.flags.writeable = False
+    return view

@@ -1,0 +1,313 @@
+"""The ``numba`` backend's compiled kernels: decode rows of any stored type, and fused
+decode-and-dot matrix-vector products.
+
+Weights arrive as the file's bytes (``uint8``, any alignment) and are read in place. numba has no
+``float16`` on the CPU, so halves are read as 16-bit integers and widened by LLVM's ``fpext half
+to float`` (one ``vcvtph2ps`` inside vectorised loops) through the small intrinsics below.
+
+Two kinds of kernels, by design:
+
+- **the plain loops** (:func:`decode_rows`, :func:`matvec_reference`): one value at a time,
+  straight from ``spec/quantization.md``. ``decode_rows`` is what prompt evaluation uses
+  (decoded row blocks go to BLAS); ``matvec_reference`` is the test oracle of the fast kernel.
+- **the fast matrix-vector product** (:func:`matvec`, one token): for f32 and f16 a plain loop
+  that LLVM vectorises; for the 32-element block formats each block is taken as four 8-wide
+  vectors of quants (``Vector8``), multiplied with ``x`` and scaled by the block's ``d`` into an
+  8-wide accumulator. Written as plain loops over each block the same source vectorised in one
+  process and not in another (the prototype of issue 12: q8_0 43 vs 76 ms per token); explicit
+  vectors were stable and fastest (q4_0 2.3-2.8x of ggml's time plain, 1.04x explicit).
+
+``fastmath`` (reassociation, contraction) is what lets LLVM vectorise the sums at all (f16 without
+it: 1824 instead of 58 ms for the prototype's products); the flags leave out ``nnan`` and ``ninf``
+so that infinite and NaN weights come through as they are. The decoders use no fast-math flag at
+all: ``q * d + m`` must be rounded twice, as ``dequantize`` does, not fused.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+from ggml_py.formats.quant import GGMLType
+
+FASTMATH = {"contract", "reassoc", "arcp", "nsz", "afn"}  # not nnan/ninf: inf and NaN stay exact
+
+F32, F16 = int(GGMLType.F32), int(GGMLType.F16)
+Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = (int(t) for t in (GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0,
+                                                  GGMLType.Q5_1, GGMLType.Q8_0))
+
+_FLOAT = ir.FloatType()
+_V8 = ir.VectorType(_FLOAT, 8)
+_I32 = ir.IntType(32)
+
+
+# --- scalar loads from the file's bytes -------------------------------------------------------
+
+def _byte_pointer(context, builder, array_type, array, offset):
+    return builder.gep(context.make_array(array_type)(context, builder, array).data, [offset])
+
+
+@intrinsic
+def load_f32(typingctx, data, offset):
+    """The float32 at byte ``offset`` of a ``uint8`` array, any alignment."""
+
+    def codegen(context, builder, signature, args):
+        pointer = _byte_pointer(context, builder, signature.args[0], *args)
+        return builder.load(builder.bitcast(pointer, _FLOAT.as_pointer()), align=1)
+
+    return types.float32(data, types.intp), codegen
+
+
+@intrinsic
+def load_f16(typingctx, data, offset):
+    """The float16 at byte ``offset`` of a ``uint8`` array, widened exactly to float32."""
+
+    def codegen(context, builder, signature, args):
+        pointer = _byte_pointer(context, builder, signature.args[0], *args)
+        half = builder.load(builder.bitcast(pointer, ir.HalfType().as_pointer()), align=1)
+        return builder.fpext(half, _FLOAT)
+
+    return types.float32(data, types.intp), codegen
+
+
+@intrinsic
+def load_u32(typingctx, data, offset):
+    """The little-endian uint32 at byte ``offset`` of a ``uint8`` array (a q5 block's ``qh``)."""
+
+    def codegen(context, builder, signature, args):
+        pointer = _byte_pointer(context, builder, signature.args[0], *args)
+        return builder.load(builder.bitcast(pointer, _I32.as_pointer()), align=1)
+
+    return types.uint32(data, types.intp), codegen
+
+
+# --- the plain loops: decoding, and the reference product ---------------------------------------
+
+@njit(nogil=True, cache=True)
+def decode_row(kind, data, offset, out):
+    """Row of ``out.size`` values of type ``kind`` starting at byte ``offset``, into ``out``:
+    exactly ``dequantize``'s float32 values."""
+    n = out.size
+    if kind == F32:
+        for i in range(n):
+            out[i] = load_f32(data, offset + 4 * i)
+    elif kind == F16:
+        for i in range(n):
+            out[i] = load_f16(data, offset + 2 * i)
+    elif kind == Q8_0:                                            # d, 32 int8
+        for b in range(n // 32):
+            block = offset + 34 * b
+            d = load_f16(data, block)
+            for j in range(32):
+                out[32 * b + j] = np.float32(np.int8(data[block + 2 + j])) * d
+    else:                                                         # the 4- and 5-bit formats
+        size, has_minimum, has_fifth_bit = _block_layout(kind)
+        zero = 0 if has_minimum else (16 if has_fifth_bit else 8)  # q - 8 (q4_0), q - 16 (q5_0)
+        for b in range(n // 32):
+            block = offset + size * b
+            d = load_f16(data, block)
+            m = load_f16(data, block + 2) if has_minimum else np.float32(0)
+            qh = load_u32(data, block + (4 if has_minimum else 2)) if has_fifth_bit else np.uint32(0)
+            qs = block + size - 16
+            for j in range(32):
+                q = (data[qs + j % 16] >> (4 * (j // 16))) & 15   # low nibbles 0..15, high 16..31
+                q |= ((qh >> j) & 1) << 4
+                value = np.float32(np.int32(q) - zero) * d
+                out[32 * b + j] = value + m if has_minimum else value
+
+
+@njit(inline="always")
+def _block_layout(kind):
+    """(bytes per block, has a minimum ``m``, has fifth bits ``qh``) of a 4/5-bit format."""
+    if kind == Q4_0:
+        return 18, False, False
+    if kind == Q4_1:
+        return 20, True, False
+    if kind == Q5_0:
+        return 22, False, True
+    return 24, True, True                                         # Q5_1
+
+
+@njit(nogil=True, parallel=True, cache=True)
+def decode_rows(kind, data, row_bytes, start, out):
+    """Rows ``start .. start + len(out)`` of a matrix, decoded into ``out [rows, in]`` (threads over rows)."""
+    for r in prange(out.shape[0]):
+        decode_row(kind, data, (start + r) * row_bytes, out[r])
+
+
+@njit(cache=True)
+def matvec_reference(kind, data, row_bytes, x, out):
+    """``out = W @ x`` the plain way, row by row: decode the row, then a float64 dot product.
+    The oracle of :func:`matvec`."""
+    row = np.empty(x.size, np.float32)
+    for r in range(out.size):
+        decode_row(kind, data, r * row_bytes, row)
+        total = 0.0
+        for i in range(x.size):
+            total += np.float64(row[i]) * np.float64(x[i])
+        out[r] = total
+
+
+# --- 8-wide vectors for the block formats -------------------------------------------------------
+
+class Vector8Type(types.Type):
+    """Eight float32 lanes, held in one LLVM ``<8 x float>`` (a ymm register)."""
+
+    def __init__(self):
+        super().__init__(name="Vector8")
+
+
+Vector8 = Vector8Type()
+register_model(Vector8Type)(lambda dmm, fe_type: models.PrimitiveModel(dmm, fe_type, _V8))
+
+
+def _splat(builder, value, vector_type):
+    lanes = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(lanes, lanes, ir.Constant(ir.VectorType(_I32, vector_type.count), [0] * vector_type.count))
+
+
+def _fma(builder, a, b, c):
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8] * 3), "llvm.fma.v8f32")
+    return builder.call(fma, [a, b, c])
+
+
+@intrinsic
+def v_zero(typingctx):
+    return Vector8(), lambda context, builder, signature, args: ir.Constant(_V8, [0.0] * 8)
+
+
+@intrinsic
+def v_load(typingctx, x, index):
+    """``x[index : index + 8]`` of a float32 array."""
+
+    def codegen(context, builder, signature, args):
+        pointer = builder.gep(context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]])
+        return builder.load(builder.bitcast(pointer, _V8.as_pointer()), align=4)
+
+    return Vector8(x, types.intp), codegen
+
+
+@intrinsic
+def v_int8(typingctx, data, offset):
+    """Eight int8 at byte ``offset`` as float32 (q8_0's quants)."""
+
+    def codegen(context, builder, signature, args):
+        pointer = _byte_pointer(context, builder, signature.args[0], *args)
+        bytes8 = builder.load(builder.bitcast(pointer, ir.VectorType(ir.IntType(8), 8).as_pointer()), align=1)
+        return builder.sitofp(bytes8, _V8)
+
+    return Vector8(data, types.intp), codegen
+
+
+@intrinsic
+def v_nibbles(typingctx, data, offset, shift, qh, first_bit, zero):
+    """Eight 4/5-bit quants minus ``zero`` as float32: ``(byte >> shift) & 15`` of the eight bytes
+    at ``offset``, with bit ``first_bit + k`` of ``qh`` as bit 4 of lane ``k``."""
+
+    def codegen(context, builder, signature, args):
+        data_, offset_, shift_, qh_, first_bit_, zero_ = args
+        vi32 = ir.VectorType(_I32, 8)
+        pointer = _byte_pointer(context, builder, signature.args[0], data_, offset_)
+        bytes8 = builder.load(builder.bitcast(pointer, ir.VectorType(ir.IntType(8), 8).as_pointer()), align=1)
+        words = builder.lshr(builder.zext(bytes8, vi32), _splat(builder, builder.trunc(shift_, _I32), vi32))
+        quants = builder.and_(words, ir.Constant(vi32, [15] * 8))
+        lanes = builder.add(_splat(builder, builder.trunc(first_bit_, _I32), vi32), ir.Constant(vi32, list(range(8))))
+        fifth = builder.and_(builder.lshr(_splat(builder, qh_, vi32), lanes), ir.Constant(vi32, [1] * 8))
+        quants = builder.or_(quants, builder.shl(fifth, ir.Constant(vi32, [4] * 8)))
+        return builder.fsub(builder.sitofp(quants, _V8), _splat(builder, zero_, _V8))
+
+    return Vector8(data, types.intp, types.intp, types.uint32, types.intp, types.float32), codegen
+
+
+@intrinsic
+def v_dot4(typingctx, a0, x0, a1, x1, a2, x2, a3, x3):
+    """``a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3`` lane by lane, as a tree of depth three."""
+
+    def codegen(context, builder, signature, args):
+        a0_, x0_, a1_, x1_, a2_, x2_, a3_, x3_ = args
+        low = _fma(builder, a0_, x0_, builder.fmul(a1_, x1_))
+        high = _fma(builder, a2_, x2_, builder.fmul(a3_, x3_))
+        return builder.fadd(low, high)
+
+    return Vector8(*[Vector8] * 8), codegen
+
+
+@intrinsic
+def v_scale_add(typingctx, scale, vector, accumulator):
+    """``accumulator + scale * vector`` (one fused multiply-add)."""
+
+    def codegen(context, builder, signature, args):
+        return _fma(builder, _splat(builder, args[0], _V8), args[1], args[2])
+
+    return Vector8(types.float32, Vector8, Vector8), codegen
+
+
+@intrinsic
+def v_sum(typingctx, vector):
+    """The sum of the eight lanes."""
+
+    def codegen(context, builder, signature, args):
+        reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_FLOAT, [_FLOAT, _V8]),
+                                                "llvm.vector.reduce.fadd.v8f32")
+        return builder.call(reduce, [ir.Constant(_FLOAT, 0.0), args[0]])
+
+    return types.float32(Vector8), codegen
+
+
+# --- the fast matrix-vector product -------------------------------------------------------------
+
+@njit(fastmath=FASTMATH, inline="always")
+def _row_dot(kind, data, offset, x, block_sums):
+    """One row of ``W @ x``: the row's weights decoded in registers and multiplied with ``x``."""
+    n = x.size
+    if kind == F32:
+        total = np.float32(0)
+        for i in range(n):
+            total += load_f32(data, offset + 4 * i) * x[i]
+        return total
+    if kind == F16:
+        total = np.float32(0)
+        for i in range(n):
+            total += load_f16(data, offset + 2 * i) * x[i]
+        return total
+    acc = v_zero()
+    if kind == Q8_0:
+        for b in range(n // 32):
+            block, i = offset + 34 * b, 32 * b
+            products = v_dot4(v_int8(data, block + 2), v_load(x, i), v_int8(data, block + 10), v_load(x, i + 8),
+                              v_int8(data, block + 18), v_load(x, i + 16), v_int8(data, block + 26), v_load(x, i + 24))
+            acc = v_scale_add(load_f16(data, block), products, acc)
+        return v_sum(acc)
+    size, has_minimum, has_fifth_bit = _block_layout(kind)
+    zero = np.float32(0 if has_minimum else (16 if has_fifth_bit else 8))
+    minimums = np.float32(0)                                    # sum over blocks of m * sum(x over the block)
+    for b in range(n // 32):
+        block, i = offset + size * b, 32 * b
+        qh = load_u32(data, block + (4 if has_minimum else 2)) if has_fifth_bit else np.uint32(0)
+        qs = block + size - 16
+        products = v_dot4(v_nibbles(data, qs, 0, qh, 0, zero), v_load(x, i),
+                          v_nibbles(data, qs + 8, 0, qh, 8, zero), v_load(x, i + 8),
+                          v_nibbles(data, qs, 4, qh, 16, zero), v_load(x, i + 16),
+                          v_nibbles(data, qs + 8, 4, qh, 24, zero), v_load(x, i + 24))
+        acc = v_scale_add(load_f16(data, block), products, acc)
+        if has_minimum:
+            minimums += load_f16(data, block + 2) * block_sums[b]
+    return v_sum(acc) + minimums
+
+
+@njit(fastmath=FASTMATH, parallel=True, cache=True)
+def matvec(kind, data, row_bytes, x, block_sums, out):
+    """``out = W @ x`` for a matrix of ``out.size`` rows of type ``kind`` stored in ``data``
+    (``row_bytes`` per row), threaded over rows. ``block_sums``: ``x``'s sum over each block of 32
+    (used by q4_1 and q5_1, whose values are ``q * d + m``)."""
+    for r in prange(out.size):
+        out[r] = _row_dot(kind, data, r * row_bytes, x, block_sums)
+
+
+def set_threads(count: int) -> None:
+    """Threads of the next parallel kernels on this thread (at most numba's pool size)."""
+    numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))
