@@ -1,7 +1,7 @@
 """``numba``: weights stay memory-mapped as stored; one token's products run compiled kernels.
 
 Decoding one token reads every weight once, so its speed is how fast the weights can be read,
-unpacked and multiplied: ``backends.numba_kernels.matvec`` does all three in one pass over the
+unpacked and multiplied: ``ggml_py_backends.numba_kernels.matvec`` does all three in one pass over the
 file's bytes (f32, f16 and every block format), threaded over rows. Prompts (several tokens at
 once) are matrix-matrix products where BLAS is faster than any fused loop: they take the
 ``blocked-f16`` path (row blocks decoded to float32, then BLAS), which this backend inherits.
@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any, Dict, Mapping, NamedTuple, Optional
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
-from numba import types
-
 from ggml_py_backends import numba_kernels as kernels
 from ggml_py_backends.blocked_f16 import BlockedF16Backend, BlockedMatrix
-from ggml_py.backend import TensorRecord
+from numba import types
+
+from ggml_py.backend import WeightTensor
 from ggml_py.errors import BackendError
 from ggml_py.formats.quant import BLOCK_FORMATS, GGMLType
 
@@ -49,14 +50,16 @@ class NumbaBackend(BlockedF16Backend):
         "compiled by numba, prompts through row blocks decoded to float32 and BLAS"
     )
 
-    def __init__(self, n_threads: Optional[int] = None):
+    def __init__(self, n_threads: int | None = None):
         super().__init__(n_threads)
         try:
             compile_kernels()
         except Exception as error:  # LLVM or numba trouble: one line, so that `auto` can move on
-            raise BackendError(None, f"numba kernels do not work: {type(error).__name__}: {error}") from error
+            raise BackendError(
+                None, f"numba kernels do not work: {type(error).__name__}: {error}"
+            ) from error
 
-    def prepare(self, path: str, tensors: Mapping[str, TensorRecord]) -> Dict[str, Any]:
+    def prepare(self, path: str, tensors: Mapping[str, WeightTensor]) -> dict[str, Any]:
         handles = super().prepare(path, tensors)
         for name, record in tensors.items():
             if len(record.shape) == 2:
@@ -64,18 +67,26 @@ class NumbaBackend(BlockedF16Backend):
                 n_rows, n_cols = record.shape
                 block = BLOCK_FORMATS[GGMLType(record.type)]
                 handles[name] = NumbaMatrix(
-                    int(record.type), data, n_cols // block.block_size * block.type_size, n_rows, handles[name]
+                    int(record.type),
+                    data,
+                    n_cols // block.block_size * block.type_size,
+                    n_rows,
+                    handles[name],
                 )
         return handles
 
     def embedding(self, table: NumbaMatrix, ids: np.ndarray) -> np.ndarray:
         return super().embedding(table.blocked, ids)
 
-    def linear(self, x: np.ndarray, weight: NumbaMatrix, bias: Optional[np.ndarray] = None) -> np.ndarray:
+    def linear(
+        self, x: np.ndarray, weight: NumbaMatrix, bias: np.ndarray | None = None
+    ) -> np.ndarray:
         if x.shape[0] != 1:
             return super().linear(x, weight.blocked, bias)
         token = _read_only(np.ascontiguousarray(x[0], dtype=np.float32))
-        block_sums = _read_only(token.reshape(-1, 32).sum(axis=1)) if token.size % 32 == 0 else _NO_BLOCKS
+        block_sums = (
+            _read_only(token.reshape(-1, 32).sum(axis=1)) if token.size % 32 == 0 else _NO_BLOCKS
+        )
         out = np.empty((1, weight.n_rows), dtype=np.float32)
         with _PARALLEL:
             kernels.set_threads(self.n_threads)
@@ -107,15 +118,28 @@ def compile_kernels() -> None:
     if _MATVEC_SIGNATURE in matvec.overloads:
         return
     if not _in_cache(matvec, _MATVEC_SIGNATURE):
-        print("ggml-py: numba backend: compiling kernels, once (numba caches them)", file=sys.stderr, flush=True)
+        print(
+            "ggml-py: numba backend: compiling kernels, once (numba caches them)",
+            file=sys.stderr,
+            flush=True,
+        )
     matvec.compile(_MATVEC_SIGNATURE)
     w = np.arange(6, dtype=np.float32).reshape(2, 3)
     x = np.array([1.0, -2.0, 0.5], np.float32)
     out = np.empty(2, np.float32)
     with _PARALLEL:
-        matvec(int(GGMLType.F32), _read_only(w.reshape(-1).view(np.uint8)), 12, _read_only(x), _NO_BLOCKS, out)
+        matvec(
+            int(GGMLType.F32),
+            _read_only(w.reshape(-1).view(np.uint8)),
+            12,
+            _read_only(x),
+            _NO_BLOCKS,
+            out,
+        )
     if not np.array_equal(out, w @ x):
-        raise RuntimeError(f"the compiled product gives {out.tolist()} instead of {(w @ x).tolist()}")
+        raise RuntimeError(
+            f"the compiled product gives {out.tolist()} instead of {(w @ x).tolist()}"
+        )
 
 
 def _in_cache(dispatcher: Any, signature: tuple) -> bool:

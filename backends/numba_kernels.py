@@ -37,8 +37,9 @@ from ggml_py.formats.quant import GGMLType
 FASTMATH = {"contract", "reassoc", "arcp", "nsz", "afn"}  # not nnan/ninf: inf and NaN stay exact
 
 F32, F16 = int(GGMLType.F32), int(GGMLType.F16)
-Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = (int(t) for t in (GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0,
-                                                  GGMLType.Q5_1, GGMLType.Q8_0))
+Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = (
+    int(t) for t in (GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0)
+)
 
 _FLOAT = ir.FloatType()
 _V8 = ir.VectorType(_FLOAT, 8)
@@ -46,6 +47,7 @@ _I32 = ir.IntType(32)
 
 
 # --- scalar loads from the file's bytes -------------------------------------------------------
+
 
 def _byte_pointer(context, builder, array_type, array, offset):
     return builder.gep(context.make_array(array_type)(context, builder, array).data, [offset])
@@ -87,6 +89,7 @@ def load_u32(typingctx, data, offset):
 
 # --- the plain loops: decoding, and the reference product ---------------------------------------
 
+
 @njit(nogil=True, cache=True)
 def decode_row(kind, data, offset, out):
     """Row of ``out.size`` values of type ``kind`` starting at byte ``offset``, into ``out``:
@@ -98,23 +101,25 @@ def decode_row(kind, data, offset, out):
     elif kind == F16:
         for i in range(n):
             out[i] = load_f16(data, offset + 2 * i)
-    elif kind == Q8_0:                                            # d, 32 int8
+    elif kind == Q8_0:  # d, 32 int8
         for b in range(n // 32):
             block = offset + 34 * b
             d = load_f16(data, block)
             for j in range(32):
                 out[32 * b + j] = np.float32(np.int8(data[block + 2 + j])) * d
-    else:                                                         # the 4- and 5-bit formats
+    else:  # the 4- and 5-bit formats
         size, has_minimum, has_fifth_bit = _block_layout(kind)
         zero = 0 if has_minimum else (16 if has_fifth_bit else 8)  # q - 8 (q4_0), q - 16 (q5_0)
         for b in range(n // 32):
             block = offset + size * b
             d = load_f16(data, block)
             m = load_f16(data, block + 2) if has_minimum else np.float32(0)
-            qh = load_u32(data, block + (4 if has_minimum else 2)) if has_fifth_bit else np.uint32(0)
+            qh = (
+                load_u32(data, block + (4 if has_minimum else 2)) if has_fifth_bit else np.uint32(0)
+            )
             qs = block + size - 16
             for j in range(32):
-                q = (data[qs + j % 16] >> (4 * (j // 16))) & 15   # low nibbles 0..15, high 16..31
+                q = (data[qs + j % 16] >> (4 * (j // 16))) & 15  # low nibbles 0..15, high 16..31
                 q |= ((qh >> j) & 1) << 4
                 value = np.float32(np.int32(q) - zero) * d
                 out[32 * b + j] = value + m if has_minimum else value
@@ -129,7 +134,7 @@ def _block_layout(kind):
         return 20, True, False
     if kind == Q5_0:
         return 22, False, True
-    return 24, True, True                                         # Q5_1
+    return 24, True, True  # Q5_1
 
 
 @njit(nogil=True, parallel=True, cache=True)
@@ -154,6 +159,7 @@ def matvec_reference(kind, data, row_bytes, x, out):
 
 # --- 8-wide vectors for the block formats -------------------------------------------------------
 
+
 class Vector8Type(types.Type):
     """Eight float32 lanes, held in one LLVM ``<8 x float>`` (a ymm register)."""
 
@@ -166,12 +172,18 @@ register_model(Vector8Type)(lambda dmm, fe_type: models.PrimitiveModel(dmm, fe_t
 
 
 def _splat(builder, value, vector_type):
-    lanes = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(lanes, lanes, ir.Constant(ir.VectorType(_I32, vector_type.count), [0] * vector_type.count))
+    lanes = builder.insert_element(
+        ir.Constant(vector_type, ir.Undefined), value, ir.Constant(_I32, 0)
+    )
+    return builder.shuffle_vector(
+        lanes, lanes, ir.Constant(ir.VectorType(_I32, vector_type.count), [0] * vector_type.count)
+    )
 
 
 def _fma(builder, a, b, c):
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8] * 3), "llvm.fma.v8f32")
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_V8, [_V8] * 3), "llvm.fma.v8f32"
+    )
     return builder.call(fma, [a, b, c])
 
 
@@ -185,7 +197,9 @@ def v_load(typingctx, x, index):
     """``x[index : index + 8]`` of a float32 array."""
 
     def codegen(context, builder, signature, args):
-        pointer = builder.gep(context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]])
+        pointer = builder.gep(
+            context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]]
+        )
         return builder.load(builder.bitcast(pointer, _V8.as_pointer()), align=4)
 
     return Vector8(x, types.intp), codegen
@@ -197,7 +211,9 @@ def v_int8(typingctx, data, offset):
 
     def codegen(context, builder, signature, args):
         pointer = _byte_pointer(context, builder, signature.args[0], *args)
-        bytes8 = builder.load(builder.bitcast(pointer, ir.VectorType(ir.IntType(8), 8).as_pointer()), align=1)
+        bytes8 = builder.load(
+            builder.bitcast(pointer, ir.VectorType(ir.IntType(8), 8).as_pointer()), align=1
+        )
         return builder.sitofp(bytes8, _V8)
 
     return Vector8(data, types.intp), codegen
@@ -212,11 +228,20 @@ def v_nibbles(typingctx, data, offset, shift, qh, first_bit, zero):
         data_, offset_, shift_, qh_, first_bit_, zero_ = args
         vi32 = ir.VectorType(_I32, 8)
         pointer = _byte_pointer(context, builder, signature.args[0], data_, offset_)
-        bytes8 = builder.load(builder.bitcast(pointer, ir.VectorType(ir.IntType(8), 8).as_pointer()), align=1)
-        words = builder.lshr(builder.zext(bytes8, vi32), _splat(builder, builder.trunc(shift_, _I32), vi32))
+        bytes8 = builder.load(
+            builder.bitcast(pointer, ir.VectorType(ir.IntType(8), 8).as_pointer()), align=1
+        )
+        words = builder.lshr(
+            builder.zext(bytes8, vi32), _splat(builder, builder.trunc(shift_, _I32), vi32)
+        )
         quants = builder.and_(words, ir.Constant(vi32, [15] * 8))
-        lanes = builder.add(_splat(builder, builder.trunc(first_bit_, _I32), vi32), ir.Constant(vi32, list(range(8))))
-        fifth = builder.and_(builder.lshr(_splat(builder, qh_, vi32), lanes), ir.Constant(vi32, [1] * 8))
+        lanes = builder.add(
+            _splat(builder, builder.trunc(first_bit_, _I32), vi32),
+            ir.Constant(vi32, list(range(8))),
+        )
+        fifth = builder.and_(
+            builder.lshr(_splat(builder, qh_, vi32), lanes), ir.Constant(vi32, [1] * 8)
+        )
         quants = builder.or_(quants, builder.shl(fifth, ir.Constant(vi32, [4] * 8)))
         return builder.fsub(builder.sitofp(quants, _V8), _splat(builder, zero_, _V8))
 
@@ -251,14 +276,16 @@ def v_sum(typingctx, vector):
     """The sum of the eight lanes."""
 
     def codegen(context, builder, signature, args):
-        reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_FLOAT, [_FLOAT, _V8]),
-                                                "llvm.vector.reduce.fadd.v8f32")
+        reduce = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_FLOAT, [_FLOAT, _V8]), "llvm.vector.reduce.fadd.v8f32"
+        )
         return builder.call(reduce, [ir.Constant(_FLOAT, 0.0), args[0]])
 
     return types.float32(Vector8), codegen
 
 
 # --- the fast matrix-vector product -------------------------------------------------------------
+
 
 @njit(fastmath=FASTMATH, inline="always")
 def _row_dot(kind, data, offset, x, block_sums):
@@ -278,21 +305,35 @@ def _row_dot(kind, data, offset, x, block_sums):
     if kind == Q8_0:
         for b in range(n // 32):
             block, i = offset + 34 * b, 32 * b
-            products = v_dot4(v_int8(data, block + 2), v_load(x, i), v_int8(data, block + 10), v_load(x, i + 8),
-                              v_int8(data, block + 18), v_load(x, i + 16), v_int8(data, block + 26), v_load(x, i + 24))
+            products = v_dot4(
+                v_int8(data, block + 2),
+                v_load(x, i),
+                v_int8(data, block + 10),
+                v_load(x, i + 8),
+                v_int8(data, block + 18),
+                v_load(x, i + 16),
+                v_int8(data, block + 26),
+                v_load(x, i + 24),
+            )
             acc = v_scale_add(load_f16(data, block), products, acc)
         return v_sum(acc)
     size, has_minimum, has_fifth_bit = _block_layout(kind)
     zero = np.float32(0 if has_minimum else (16 if has_fifth_bit else 8))
-    minimums = np.float32(0)                                    # sum over blocks of m * sum(x over the block)
+    minimums = np.float32(0)  # sum over blocks of m * sum(x over the block)
     for b in range(n // 32):
         block, i = offset + size * b, 32 * b
         qh = load_u32(data, block + (4 if has_minimum else 2)) if has_fifth_bit else np.uint32(0)
         qs = block + size - 16
-        products = v_dot4(v_nibbles(data, qs, 0, qh, 0, zero), v_load(x, i),
-                          v_nibbles(data, qs + 8, 0, qh, 8, zero), v_load(x, i + 8),
-                          v_nibbles(data, qs, 4, qh, 16, zero), v_load(x, i + 16),
-                          v_nibbles(data, qs + 8, 4, qh, 24, zero), v_load(x, i + 24))
+        products = v_dot4(
+            v_nibbles(data, qs, 0, qh, 0, zero),
+            v_load(x, i),
+            v_nibbles(data, qs + 8, 0, qh, 8, zero),
+            v_load(x, i + 8),
+            v_nibbles(data, qs, 4, qh, 16, zero),
+            v_load(x, i + 16),
+            v_nibbles(data, qs + 8, 4, qh, 24, zero),
+            v_load(x, i + 24),
+        )
         acc = v_scale_add(load_f16(data, block), products, acc)
         if has_minimum:
             minimums += load_f16(data, block + 2) * block_sums[b]

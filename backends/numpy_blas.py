@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,15 +31,14 @@ class NumpyBlasBackend(Float32Ops):
         self.n_threads = n_threads or default_thread_count()
 
     def prepare(self, path: str, tensors: Mapping[str, WeightTensor]) -> dict[str, Any]:
-        needed = sum(4 * math.prod(t.shape) for t in tensors.values())
-        reserve = running_reserve(needed)
-        available = available_memory()
-        if available is not None and needed + reserve > available:
+        memory = float32_memory(tensors)
+        if not memory.fits:
             raise BackendError(
                 path,
-                f"numpy-blas needs {needed / 2**30:.2f} GiB for float32 weights (plus "
-                f"{reserve / 2**30:.2f} GiB to run) but only {available / 2**30:.2f} GiB of memory "
-                "is available; use the blocked-f16 backend",
+                f"numpy-blas needs {memory.weights / 2**30:.2f} GiB for float32 weights (plus "
+                f"{memory.reserve / 2**30:.2f} GiB to run) but only "
+                f"{memory.available / 2**30:.2f} GiB of memory is available; use the numba or "
+                "blocked-f16 backend",
             )
 
         # own, aligned, contiguous copies: BLAS must never read the (unaligned) memory map.
@@ -61,6 +60,24 @@ class NumpyBlasBackend(Float32Ops):
         if bias is not None:
             y += bias
         return y
+
+
+class Float32Memory(NamedTuple):
+    """What a model's float32 weights need beside what the machine has (bytes)."""
+
+    weights: int
+    reserve: int  # running_reserve(weights)
+    available: int | None  # MemAvailable; None where the kernel does not say
+
+    @property
+    def fits(self) -> bool:
+        return self.available is None or self.weights + self.reserve <= self.available
+
+
+def float32_memory(tensors: Mapping[str, WeightTensor]) -> Float32Memory:
+    """The memory numpy-blas would need for ``tensors`` and the memory available now."""
+    weights = sum(4 * math.prod(t.shape) for t in tensors.values())
+    return Float32Memory(weights, running_reserve(weights), available_memory())
 
 
 def running_reserve(weight_bytes: int) -> int:

@@ -29,7 +29,7 @@ from ggml_py.errors import BackendError
 
 ENTRY_POINT_GROUP = "ggml_py.backends"
 ENV_VAR = "GGML_PY_BACKEND"
-DEFAULT_BACKEND = "numpy-blas"
+DEFAULT_BACKEND = "auto"  # backends/auto.py: numba, else numpy-blas if it fits, else blocked-f16
 
 
 class WeightTensor(Protocol):
@@ -162,7 +162,7 @@ def installed_backends() -> dict[str, BackendEntry]:
 
 
 def resolve_backend_name(name: str | None = None) -> str:
-    """The backend to use: ``name`` if given, else ``$GGML_PY_BACKEND``, else ``numpy-blas``."""
+    """The backend to use: ``name`` if given, else ``$GGML_PY_BACKEND``, else ``auto``."""
     return name or os.environ.get(ENV_VAR) or DEFAULT_BACKEND
 
 

@@ -599,7 +599,7 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         type=_installed_backend,
-        help="inference backend (default: $GGML_PY_BACKEND or numpy-blas; see `ggml-py backends`)",
+        help="inference backend (default: $GGML_PY_BACKEND, else auto; see `ggml-py backends`)",
     )
 
 
@@ -707,7 +707,9 @@ def _run(args: argparse.Namespace) -> int:
         f"n_head {hp.n_head}, n_layer {hp.n_layer}, n_rot {hp.n_rot}, ftype {hp.ftype.short_name})",
         file=sys.stderr,
     )
-    print(f"main: backend = {model.backend.name}, {args.threads} threads", file=sys.stderr)
+    print(
+        f"main: backend = {_backend_in_use(model.backend)}, {args.threads} threads", file=sys.stderr
+    )
 
     prompt_ids = model.tokenizer.encode(prompt)
     room = hp.n_ctx - len(prompt_ids)
@@ -782,6 +784,21 @@ def _add_backends(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_backends)
 
 
+def _backend_in_use(backend: object) -> str:
+    """``numba``, or for ``auto`` what it chose and why: ``numba (auto: ...)``."""
+    chosen = getattr(backend, "chosen", None)
+    if chosen is None:
+        return backend.name
+    return f"{chosen.name} (auto: {backend.reason})"
+
+
+def _loaded_or_none(entry: object) -> type | None:
+    try:
+        return None if entry is None else entry.load()
+    except GgmlPyError:
+        return None
+
+
 def _backends(args: argparse.Namespace) -> int:
     from ggml_py.backend import installed_backends, resolve_backend_name
 
@@ -791,13 +808,16 @@ def _backends(args: argparse.Namespace) -> int:
         try:
             description = getattr(entry.load(), "description", "")
         except GgmlPyError as error:
-            description = f"(broken) {error}"
+            description = f"unavailable: {error.reason}"
         where = f"{entry.target} [{entry.distribution or 'unknown distribution'}]"
         rows.append((("* " if name == default else "  ") + name, where, description))
     widths = [max(len(row[i]) for row in rows) for i in range(2)] if rows else [0, 0]
     for name, where, description in rows:
         print(f"{name:<{widths[0]}}  {where:<{widths[1]}}  {description}")
-    print("(* = default: --backend, then $GGML_PY_BACKEND, then numpy-blas)")
+    print("(* = default: --backend, then $GGML_PY_BACKEND, then auto)")
+    preview = getattr(_loaded_or_none(installed_backends().get("auto")), "preview", None)
+    if preview is not None:
+        print(f"auto picks here: {preview()}")
     if default not in installed_backends():  # only $GGML_PY_BACKEND can name it
         _print_error(
             f"$GGML_PY_BACKEND names '{default}', which is not installed; "
@@ -873,7 +893,7 @@ def _perplexity(args: argparse.Namespace) -> int:
             hp = loaded.hparams
             print(
                 f"perplexity: {name} = {loaded.path} (n_vocab {hp.n_vocab}, n_ctx {hp.n_ctx}, "
-                f"ftype {hp.ftype.short_name}), backend {loaded.backend.name}, "
+                f"ftype {hp.ftype.short_name}), backend {_backend_in_use(loaded.backend)}, "
                 f"{args.threads} threads",
                 file=sys.stderr,
             )

@@ -7,6 +7,7 @@ it ask for the ``peer`` fixture, which skips them cleanly when the folder is abs
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -16,6 +17,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = REPO / "examples" / "tiny-gptj"
 PEER = REPO.parent / "shared" / "peer"
+
+# the numba backend's tests need the optional numba; without it the rest must pass all the same
+needs_numba = pytest.mark.skipif(
+    importlib.util.find_spec("numba") is None, reason="numba is not installed (ggml-py[numba])"
+)
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,10 @@ from importlib import metadata
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, needs_numba
 from test_model import byte_model_file, write_model_file
 
+import ggml_py
 from ggml_py.backend import Backend, create_backend, installed_backends, resolve_backend_name
 from ggml_py.errors import BackendError
 from ggml_py.formats import TensorInfo
@@ -71,9 +72,10 @@ def test_the_distribution_installs_no_generic_top_level_name():
     assert sorted(top_level) == ["_ggml_py_pytest_plugin", "ggml_py", "ggml_py_backends"]
 
 
-def test_backend_choice_order_is_argument_then_environment_then_numpy_blas(monkeypatch):
+def test_backend_choice_order_is_argument_then_environment_then_auto(monkeypatch):
     monkeypatch.delenv("GGML_PY_BACKEND", raising=False)
-    assert resolve_backend_name() == "numpy-blas"
+    assert resolve_backend_name() == "auto"
+    assert create_backend().name == "auto"
     monkeypatch.setenv("GGML_PY_BACKEND", "blocked-f16")
     assert resolve_backend_name() == "blocked-f16"
     assert create_backend().name == "blocked-f16"
@@ -100,7 +102,8 @@ def test_numpy_blas_refuses_a_model_larger_than_available_memory_before_decoding
     empty = np.zeros(0, dtype=np.uint8)  # decoding it would fail loudly
     huge = TensorInfo("lm_head.weight", GGMLType.F16, (rows, 4096), 0, rows * 4096 * 2, empty)
     with pytest.raises(
-        BackendError, match=r"model\.bin: numpy-blas needs .* GiB .* available; use the blocked-f16"
+        BackendError,
+        match=r"model\.bin: numpy-blas needs .* GiB .* available; use the numba or blocked-f16",
     ):
         create_backend("numpy-blas").prepare("model.bin", {"lm_head.weight": huge})
 
@@ -258,3 +261,35 @@ def test_backends_command_fails_when_the_environment_names_a_missing_backend():
         "ggml-py: error: $GGML_PY_BACKEND names 'no-such-backend', which is not installed; "
         "`run` will refuse it until it is"
     ]
+
+
+# --- auto ------------------------------------------------------------------------------------
+
+
+@needs_numba
+def test_auto_takes_numba_when_it_works(peer):
+    model = ggml_py.load(peer / "tiny-gptj" / "ggml-model-q8_0.bin")
+    assert model.backend.name == "auto" and model.backend.chosen.name == "numba"
+    assert model.backend.reason == "its compiled kernels work here"
+    listing = _run("-m", "ggml_py", "backends", cwd=REPO)
+    assert "auto picks here: numba (its compiled kernels work here)" in listing.stdout
+
+
+def test_auto_without_numba_takes_numpy_blas_if_it_fits_else_blocked_f16(monkeypatch):
+    import ggml_py_backends.auto
+    import ggml_py_backends.numpy_blas
+
+    monkeypatch.setattr(
+        ggml_py_backends.auto, "working_numba", lambda n_threads=None: (None, "no numba")
+    )
+    rows = 1024
+    empty = np.zeros(0, dtype=np.uint8)  # nothing is decoded before the choice
+    tensors = {"w": TensorInfo("w", GGMLType.F16, (rows, 4096), 0, rows * 4096 * 2, empty)}
+    monkeypatch.setattr(ggml_py_backends.numpy_blas, "available_memory", lambda: 8 * 2**30)
+    backend, reason = ggml_py_backends.auto.choose(tensors, 2)
+    assert backend.name == "numpy-blas"
+    assert reason == "no numba; 1.0 GiB of float32 weights and reserve fit in 8.0 GiB"
+    monkeypatch.setattr(ggml_py_backends.numpy_blas, "available_memory", lambda: 2**30)
+    backend, reason = ggml_py_backends.auto.choose(tensors, 2)
+    assert backend.name == "blocked-f16"
+    assert reason == "no numba; 1.0 GiB of float32 weights and reserve > 1.0 GiB available"
