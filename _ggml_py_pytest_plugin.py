@@ -28,7 +28,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         BACKEND_OPTION,
         default=None,
         metavar="NAME",
-        help="the backend under test (default: $GGML_PY_BACKEND, else numpy-blas)",
+        help="the backend under test (default: $GGML_PY_BACKEND, else auto)",
     )
     group.addoption(
         GOLDEN_DIR_OPTION,

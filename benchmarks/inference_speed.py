@@ -26,10 +26,12 @@ issue 7 for this machine class) and PASS/FAIL for the issue's targets:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -61,18 +63,43 @@ ISSUE_FIGURES = {
     ("6B", "f16"): Reference(272.0, None, 12.7, 12.6 * 1024),
 }
 
+# Issue 12's targets for the compiled backend, and for auto, which picks it where numba works
+COMPILED = ("numba", "auto")
 # (shape, type, backend) -> largest allowed decode ratio to ggml
 DECODE_TARGETS = {
-    ("1B", "f16", "blocked-f16"): 3.0,
+    ("1B", "f16", "blocked-f16"): 3.0,  # issue 7
     ("1B", "f16", "numpy-blas"): 2.0,
     ("1B", "q8_0", "blocked-f16"): 4.0,
     ("1B", "q4_0", "blocked-f16"): 4.0,
     ("6B", "f16", "blocked-f16"): 3.0,
+    **{
+        (shape, file_type, backend): limit
+        for backend in COMPILED
+        for shape, file_type, limit in [
+            ("1B", "f16", 1.15),
+            ("1B", "q8_0", 1.3),
+            ("1B", "q4_0", 1.3),
+            ("1B", "q4_1", 1.6),
+            ("1B", "q5_0", 1.6),
+            ("1B", "q5_1", 1.6),
+            ("6B", "f16", 1.15),
+        ]
+    },
 }
-PREFILL_TARGETS = {("1B", "f16", "blocked-f16"): 0.5, ("1B", "f16", "numpy-blas"): 0.5}
+PREFILL_TARGETS = {
+    ("1B", "f16", "blocked-f16"): 0.5,
+    ("1B", "f16", "numpy-blas"): 0.5,
+    **{("1B", t, backend): 0.5 for backend in COMPILED for t in ("f16", "q4_0")},
+}
 PREFILL_LIMIT_MS = 15.0
-LOAD_TARGETS = {("1B", "f16", "blocked-f16"): 0.2, ("6B", "f16", "blocked-f16"): 0.2}
+LOAD_TARGETS = {
+    (shape, "f16", backend): 0.2 for backend in ("blocked-f16", *COMPILED) for shape in ("1B", "6B")
+}
+# peak RSS limits in MiB: a fixed figure (issue 7), or the file size plus this much (issue 12)
 RSS_LIMITS_MIB = {("6B", "f16", "blocked-f16"): 13.5 * 1000**3 / 2**20}
+RSS_OVER_FILE_MIB = {("6B", "f16", backend): 1.5 * 1000**3 / 2**20 for backend in COMPILED}
+# first-ever compile of the numba kernels, and start-up with them cached (seconds)
+FIRST_COMPILE_LIMIT_S, CACHED_START_LIMIT_S = 10.0, 1.0
 
 
 # --- random model files ----------------------------------------------------------------------
@@ -293,7 +320,9 @@ def verdict(value: float | None, reference: float | None, limit: float | None) -
     return text
 
 
-def table_rows(shape: str, file_type: str, results: dict[str, dict], ggml: Reference) -> list[str]:
+def table_rows(
+    shape: str, file_type: str, results: dict[str, dict], ggml: Reference, file_mib: float
+) -> list[str]:
     rows = []
     for system, r in results.items():
         if "error" in r:
@@ -306,6 +335,9 @@ def table_rows(shape: str, file_type: str, results: dict[str, dict], ggml: Refer
         rss = verdict(r["peak_rss_mib"], ggml.peak_rss_mib, None)
         if key in RSS_LIMITS_MIB:
             rss += f" **{'PASS' if r['peak_rss_mib'] <= RSS_LIMITS_MIB[key] else 'FAIL'}** (<= 13.5 GB)"
+        if key in RSS_OVER_FILE_MIB:
+            limit = file_mib + RSS_OVER_FILE_MIB[key]
+            rss += f" **{'PASS' if r['peak_rss_mib'] <= limit else 'FAIL'}** (<= file + 1.5 GB)"
         rows.append(
             f"| {shape} {file_type} | {system} | {verdict(r['decode_ms'], ggml.decode_ms, DECODE_TARGETS.get(key))} "
             f"| {prefill} | {verdict(r['load_s'], ggml.load_s, LOAD_TARGETS.get(key))} | {rss} |"
@@ -319,7 +351,7 @@ def main() -> int:
     parser.add_argument(
         "--6b", dest="six_b", action="store_true", help="also the 6B f16 file (~13 GB disk and RAM)"
     )
-    parser.add_argument("--backends", default="numpy-blas,blocked-f16")
+    parser.add_argument("--backends", default="numba,auto,numpy-blas,blocked-f16")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompt", type=int, default=256, help="prompt tokens evaluated at once")
     parser.add_argument("--decode", type=int, default=32, help="greedy single-token steps")
@@ -328,6 +360,16 @@ def main() -> int:
     )
     parser.add_argument(
         "--folder", default=None, help="where the temporary files go (default: $TMPDIR)"
+    )
+    parser.add_argument(
+        "--keep-files",
+        metavar="DIR",
+        help="write the model files into DIR and keep them; files already there are reused",
+    )
+    parser.add_argument(
+        "--pause-pid",
+        type=int,
+        help="a background job (a process id) to stop during each timed round and resume after",
     )
     parser.add_argument(
         "--repeat",
@@ -339,7 +381,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.child:
         system, path = args.child
-        if system == "ctransformers":
+        if system == "numba-start-up":
+            result = measure_numba_start_up()
+        elif system == "ctransformers":
             result = measure_ctransformers(path, args.threads, args.prompt, args.decode)
         else:
             result = measure_backend(path, system, args.threads, args.prompt, args.decode)
@@ -366,35 +410,23 @@ def main() -> int:
         "| file | system | decode ms/token | prefill ms/token | load s | peak RSS MiB |",
         "|---|---|---|---|---|---|",
     ]
-    with tempfile.TemporaryDirectory(prefix="ggml-py-bench-", dir=args.folder) as folder:
+    with tempfile.TemporaryDirectory(prefix="ggml-py-bench-", dir=args.folder) as temporary:
+        folder = args.keep_files or temporary
         for shape, file_type in runs:
             dims = dict(SHAPES[shape], **({"n_layer": args.layers} if args.layers else {}))
-            path = os.path.join(folder, f"gptj-{shape}-{file_type}.bin")
-            start = time.perf_counter()
-            write_model(path, file_type, **dims)
-            print(
-                f"wrote {shape} {file_type}: {os.path.getsize(path) / 2**20:.0f} MiB in "
-                f"{time.perf_counter() - start:.0f} s",
-                file=sys.stderr,
-            )
+            path = os.path.join(folder, f"gptj-{shape}{args.layers or ''}-{file_type}.bin")
+            if not os.path.exists(path):
+                start = time.perf_counter()
+                write_model(path, file_type, **dims)
+                print(
+                    f"wrote {shape} {file_type}: {os.path.getsize(path) / 2**20:.0f} MiB in "
+                    f"{time.perf_counter() - start:.0f} s",
+                    file=sys.stderr,
+                )
             rounds: dict[str, list[dict]] = {}
             for _ in range(args.repeat):  # alternating, so a slow minute hits every system
-                if binary:
-                    try:
-                        result = run_ggml_binary(
-                            binary, path, args.threads, args.prompt, args.decode
-                        )
-                    except (OSError, RuntimeError, AttributeError) as error:
-                        result = {"error": str(error)}
-                    rounds.setdefault("ggml gpt-j", []).append(result)
-                if has_ctransformers:
-                    rounds.setdefault("ctransformers", []).append(
-                        in_child("ctransformers", path, args)
-                    )
-                for backend in args.backends.split(","):
-                    rounds.setdefault(backend, []).append(in_child(backend, path, args))
-                for system, runs in rounds.items():
-                    print(f"  {system}: {runs[-1]}", file=sys.stderr)
+                with paused(args.pause_pid):
+                    measure_round(path, args, binary, has_ctransformers, rounds)
             results = {system: median_result(runs) for system, runs in rounds.items()}
             measured = results.get("ggml gpt-j", {})
             if "decode_ms" in measured:
@@ -409,10 +441,82 @@ def main() -> int:
             if args.layers:
                 ggml = Reference(0, None, 0, 0)
             label = f"{shape}-{args.layers}-layers" if args.layers else shape  # no targets then
-            lines += table_rows(label, file_type, results, ggml)
-            os.remove(path)
+            lines += table_rows(label, file_type, results, ggml, os.path.getsize(path) / 2**20)
+            if not args.keep_files:
+                os.remove(path)
+    if "numba" in args.backends.split(","):
+        with paused(args.pause_pid):
+            start_up = in_child("numba-start-up", "-", args)
+        lines += ["", *start_up_rows(start_up)]
     print("\n".join(lines))
     return 0
+
+
+def measure_round(path: str, args: argparse.Namespace, binary, has_ctransformers, rounds) -> None:
+    """One round on ``path``: ggml, ctransformers, then every backend; appended to ``rounds``."""
+    if binary:
+        try:
+            result = run_ggml_binary(binary, path, args.threads, args.prompt, args.decode)
+        except (OSError, RuntimeError, AttributeError) as error:
+            result = {"error": str(error)}
+        rounds.setdefault("ggml gpt-j", []).append(result)
+    if has_ctransformers:
+        rounds.setdefault("ctransformers", []).append(in_child("ctransformers", path, args))
+    for backend in args.backends.split(","):
+        rounds.setdefault(backend, []).append(in_child(backend, path, args))
+    for system, runs in rounds.items():
+        print(f"  {system}: {runs[-1]}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def paused(pid: int | None):
+    """Stop process ``pid`` (SIGSTOP) for the duration, and always resume it (SIGCONT)."""
+    if pid is None:
+        yield
+        return
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def measure_numba_start_up() -> dict:
+    """In the child process: the numba backend created with an empty kernel cache (the first-ever
+    compile, numba's import included), then again in a fresh process with that cache."""
+    with tempfile.TemporaryDirectory(prefix="numba-cache-") as cache:
+        code = "from ggml_py.backend import create_backend; create_backend('numba')"
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        seconds = []
+        for _ in range(2):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+            seconds.append(time.perf_counter() - start)
+        # the same interpreter start and imports without the backend: what is not numba's
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import ggml_py.backend"], check=True)
+        baseline = time.perf_counter() - start
+    return {
+        "first_s": seconds[0] - baseline,
+        "cached_s": seconds[1] - baseline,
+        "python_s": baseline,
+    }
+
+
+def start_up_rows(result: dict) -> list[str]:
+    """The numba start-up targets as a small table."""
+    if "error" in result:
+        return [f"numba start-up: failed: {result['error']}"]
+    first, cached = result["first_s"], result["cached_s"]
+    return [
+        "| numba start-up (beyond Python and ggml_py's imports, "
+        f"{result['python_s']:.2f} s) | seconds | target |",
+        "|---|---|---|",
+        f"| first-ever compile | {first:.2f} | **{'PASS' if first <= FIRST_COMPILE_LIMIT_S else 'FAIL'}**"
+        f" (<= {FIRST_COMPILE_LIMIT_S:.0f} s) |",
+        f"| cached start-up | {cached:.2f} | **{'PASS' if cached <= CACHED_START_LIMIT_S else 'FAIL'}**"
+        f" (<= {CACHED_START_LIMIT_S:.0f} s) |",
+    ]
 
 
 if __name__ == "__main__":

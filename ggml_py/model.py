@@ -388,7 +388,7 @@ def load(
     """Open a ggml/GGUF GPT-J file and prepare it on a backend.
 
     ``backend``: a registered backend name (``ggml-py backends`` lists them); default
-    ``$GGML_PY_BACKEND``, else ``numpy-blas``. ``n_threads``: worker threads for backends that
+    ``$GGML_PY_BACKEND``, else ``auto``. ``n_threads``: worker threads for backends that
     use them.
     """
     model_file = open_model(path)

@@ -4,7 +4,7 @@ Run it against any installed backend (``ggml-py backends`` lists them)::
 
     pytest --pyargs ggml_py.conformance --ggml-py-backend NAME
 
-Without ``--ggml-py-backend`` the suite tests ``$GGML_PY_BACKEND``, else ``numpy-blas``. The
+Without ``--ggml-py-backend`` the suite tests ``$GGML_PY_BACKEND``, else ``auto``. The
 option comes from the pytest plugin ``_ggml_py_pytest_plugin``, which ggml-py registers in the
 ``pytest11`` entry-point group, so it works from any directory once ggml-py is installed. The
 golden data the suite needs ships in ``data/``; ``--ggml-py-golden-dir DIR`` (or
