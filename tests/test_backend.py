@@ -273,6 +273,22 @@ def test_auto_takes_numba_when_it_works(peer):
     assert model.backend.reason == "its compiled kernels work here"
     listing = _run("-m", "ggml_py", "backends", cwd=REPO)
     assert "auto picks here: numba (its compiled kernels work here)" in listing.stdout
+    run = _run(
+        "-m",
+        "ggml_py",
+        "run",
+        "-m",
+        str(peer / "tiny-gptj" / "ggml-model-q8_0.bin"),
+        "-p",
+        "Hi",
+        "-n",
+        "2",
+        "-t",
+        "2",
+        cwd=REPO,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "main: backend = numba (auto: its compiled kernels work here), 2 threads\n" in run.stderr
 
 
 def test_auto_without_numba_takes_numpy_blas_if_it_fits_else_blocked_f16(monkeypatch):

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, needs_numba
 from test_model import byte_model_file, write_model_file
 
 from ggml_py.cli import main
@@ -49,8 +49,11 @@ def run(capsys, *args):
     return code, out, err
 
 
+@pytest.mark.parametrize("backend", ["blocked-f16", pytest.param("numba", marks=needs_numba)])
 @pytest.mark.parametrize("prompt_index", [0, 1, 2, 3])
-def test_greedy_run_on_the_f16_file_prints_hugging_faces_continuation(peer, expected, prompt_index):
+def test_greedy_run_on_the_f16_file_prints_hugging_faces_continuation(
+    peer, expected, prompt_index, backend
+):
     prompt = expected["prompts"][prompt_index]
     result = subprocess.run(
         [
@@ -71,7 +74,7 @@ def test_greedy_run_on_the_f16_file_prints_hugging_faces_continuation(peer, expe
             "-t",
             "2",
             "--backend",
-            "blocked-f16",
+            backend,
         ],
         capture_output=True,
         cwd=REPO,
