@@ -7,15 +7,17 @@ to float`` (one ``vcvtph2ps`` inside vectorised loops) through the small intrins
 
 Two kinds of kernels, by design:
 
-- **the plain loops** (:func:`decode_rows`, :func:`matvec_reference`): one value at a time,
-  straight from ``spec/quantization.md``. ``decode_rows`` is what prompt evaluation uses
-  (decoded row blocks go to BLAS); ``matvec_reference`` is the test oracle of the fast kernel.
+- **the plain loops** (:func:`decode_row`, :func:`matvec_reference`): one value at a time,
+  straight from ``spec/quantization.md``; the test oracle of the fast kernel.
 - **the fast matrix-vector product** (:func:`matvec`, one token): for f32 and f16 a plain loop
-  that LLVM vectorises; for the 32-element block formats each block is taken as four 8-wide
-  vectors of quants (``Vector8``), multiplied with ``x`` and scaled by the block's ``d`` into an
-  8-wide accumulator. Written as plain loops over each block the same source vectorised in one
+  that LLVM vectorises; for the 32-element block formats each block is taken as two 16-wide
+  vectors of quants (``Vector16``), multiplied with ``x`` and scaled by the block's ``d`` into a
+  16-wide accumulator. Written as plain loops over each block the same source vectorised in one
   process and not in another (the prototype of issue 12: q8_0 43 vs 76 ms per token); explicit
-  vectors were stable and fastest (q4_0 2.3-2.8x of ggml's time plain, 1.04x explicit).
+  vectors were stable and fastest (q4_0 2.3-2.8x of ggml's time plain, 1.04x with 8-wide
+  vectors on an AVX2 machine). 16 lanes instead of 8 (two registers each with AVX2, one with
+  AVX-512): q4_0 products 32 instead of 46 ms, q8_0 32 instead of 34 (one thread, a [16384,
+  2048] matrix, AVX-512 VM).
 
 ``fastmath`` (reassociation, contraction) is what lets LLVM vectorise the sums at all (f16 without
 it: 1824 instead of 58 ms for the prototype's products); the flags leave out ``nnan`` and ``ninf``
@@ -42,7 +44,7 @@ Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = (
 )
 
 _FLOAT = ir.FloatType()
-_V8 = ir.VectorType(_FLOAT, 8)
+_V16 = ir.VectorType(_FLOAT, 16)
 _I32 = ir.IntType(32)
 
 
@@ -137,13 +139,6 @@ def _block_layout(kind):
     return 24, True, True  # Q5_1
 
 
-@njit(nogil=True, parallel=True, cache=True)
-def decode_rows(kind, data, row_bytes, start, out):
-    """Rows ``start .. start + len(out)`` of a matrix, decoded into ``out [rows, in]`` (threads over rows)."""
-    for r in prange(out.shape[0]):
-        decode_row(kind, data, (start + r) * row_bytes, out[r])
-
-
 @njit(cache=True)
 def matvec_reference(kind, data, row_bytes, x, out):
     """``out = W @ x`` the plain way, row by row: decode the row, then a float64 dot product.
@@ -157,18 +152,19 @@ def matvec_reference(kind, data, row_bytes, x, out):
         out[r] = total
 
 
-# --- 8-wide vectors for the block formats -------------------------------------------------------
+# --- 16-wide vectors for the block formats -------------------------------------------------------
 
 
-class Vector8Type(types.Type):
-    """Eight float32 lanes, held in one LLVM ``<8 x float>`` (a ymm register)."""
+class Vector16Type(types.Type):
+    """Sixteen float32 lanes, held in one LLVM ``<16 x float>`` (one zmm register with AVX-512,
+    two ymm registers with AVX2): half of a 32-element block."""
 
     def __init__(self):
-        super().__init__(name="Vector8")
+        super().__init__(name="Vector16")
 
 
-Vector8 = Vector8Type()
-register_model(Vector8Type)(lambda dmm, fe_type: models.PrimitiveModel(dmm, fe_type, _V8))
+Vector16 = Vector16Type()
+register_model(Vector16Type)(lambda dmm, fe_type: models.PrimitiveModel(dmm, fe_type, _V16))
 
 
 def _splat(builder, value, vector_type):
@@ -182,83 +178,74 @@ def _splat(builder, value, vector_type):
 
 def _fma(builder, a, b, c):
     fma = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(_V8, [_V8] * 3), "llvm.fma.v8f32"
+        builder.module, ir.FunctionType(_V16, [_V16] * 3), "llvm.fma.v16f32"
     )
     return builder.call(fma, [a, b, c])
 
 
+def _load_bytes16(context, builder, signature, data, offset):
+    pointer = _byte_pointer(context, builder, signature.args[0], data, offset)
+    return builder.load(
+        builder.bitcast(pointer, ir.VectorType(ir.IntType(8), 16).as_pointer()), align=1
+    )
+
+
 @intrinsic
 def v_zero(typingctx):
-    return Vector8(), lambda context, builder, signature, args: ir.Constant(_V8, [0.0] * 8)
+    return Vector16(), lambda context, builder, signature, args: ir.Constant(_V16, [0.0] * 16)
 
 
 @intrinsic
 def v_load(typingctx, x, index):
-    """``x[index : index + 8]`` of a float32 array."""
+    """``x[index : index + 16]`` of a float32 array."""
 
     def codegen(context, builder, signature, args):
-        pointer = builder.gep(
-            context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]]
-        )
-        return builder.load(builder.bitcast(pointer, _V8.as_pointer()), align=4)
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        pointer = builder.gep(array.data, [args[1]])
+        return builder.load(builder.bitcast(pointer, _V16.as_pointer()), align=4)
 
-    return Vector8(x, types.intp), codegen
+    return Vector16(x, types.intp), codegen
 
 
 @intrinsic
 def v_int8(typingctx, data, offset):
-    """Eight int8 at byte ``offset`` as float32 (q8_0's quants)."""
+    """Sixteen int8 at byte ``offset`` as float32 (q8_0's quants)."""
 
     def codegen(context, builder, signature, args):
-        pointer = _byte_pointer(context, builder, signature.args[0], *args)
-        bytes8 = builder.load(
-            builder.bitcast(pointer, ir.VectorType(ir.IntType(8), 8).as_pointer()), align=1
-        )
-        return builder.sitofp(bytes8, _V8)
+        return builder.sitofp(_load_bytes16(context, builder, signature, *args), _V16)
 
-    return Vector8(data, types.intp), codegen
+    return Vector16(data, types.intp), codegen
 
 
 @intrinsic
-def v_nibbles(typingctx, data, offset, shift, qh, first_bit, zero):
-    """Eight 4/5-bit quants minus ``zero`` as float32: ``(byte >> shift) & 15`` of the eight bytes
-    at ``offset``, with bit ``first_bit + k`` of ``qh`` as bit 4 of lane ``k``."""
+def v_nibbles(typingctx, data, offset, shift, qh, zero):
+    """Sixteen 4/5-bit quants minus ``zero`` as float32: ``(byte >> shift) & 15`` of the sixteen
+    bytes at ``offset``, with bit ``k`` of ``qh`` as bit 4 of lane ``k`` (``qh`` 0 for q4)."""
 
     def codegen(context, builder, signature, args):
-        data_, offset_, shift_, qh_, first_bit_, zero_ = args
-        vi32 = ir.VectorType(_I32, 8)
-        pointer = _byte_pointer(context, builder, signature.args[0], data_, offset_)
-        bytes8 = builder.load(
-            builder.bitcast(pointer, ir.VectorType(ir.IntType(8), 8).as_pointer()), align=1
-        )
-        words = builder.lshr(
-            builder.zext(bytes8, vi32), _splat(builder, builder.trunc(shift_, _I32), vi32)
-        )
-        quants = builder.and_(words, ir.Constant(vi32, [15] * 8))
-        lanes = builder.add(
-            _splat(builder, builder.trunc(first_bit_, _I32), vi32),
-            ir.Constant(vi32, list(range(8))),
-        )
+        data_, offset_, shift_, qh_, zero_ = args
+        vi32 = ir.VectorType(_I32, 16)
+        words = builder.zext(_load_bytes16(context, builder, signature, data_, offset_), vi32)
+        words = builder.lshr(words, _splat(builder, builder.trunc(shift_, _I32), vi32))
+        quants = builder.and_(words, ir.Constant(vi32, [15] * 16))
+        lanes = ir.Constant(vi32, list(range(16)))
         fifth = builder.and_(
-            builder.lshr(_splat(builder, qh_, vi32), lanes), ir.Constant(vi32, [1] * 8)
+            builder.lshr(_splat(builder, qh_, vi32), lanes), ir.Constant(vi32, [1] * 16)
         )
-        quants = builder.or_(quants, builder.shl(fifth, ir.Constant(vi32, [4] * 8)))
-        return builder.fsub(builder.sitofp(quants, _V8), _splat(builder, zero_, _V8))
+        quants = builder.or_(quants, builder.shl(fifth, ir.Constant(vi32, [4] * 16)))
+        return builder.fsub(builder.sitofp(quants, _V16), _splat(builder, zero_, _V16))
 
-    return Vector8(data, types.intp, types.intp, types.uint32, types.intp, types.float32), codegen
+    return Vector16(data, types.intp, types.intp, types.uint32, types.float32), codegen
 
 
 @intrinsic
-def v_dot4(typingctx, a0, x0, a1, x1, a2, x2, a3, x3):
-    """``a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3`` lane by lane, as a tree of depth three."""
+def v_dot2(typingctx, a0, x0, a1, x1):
+    """``a0 * x0 + a1 * x1`` lane by lane (a block's two halves)."""
 
     def codegen(context, builder, signature, args):
-        a0_, x0_, a1_, x1_, a2_, x2_, a3_, x3_ = args
-        low = _fma(builder, a0_, x0_, builder.fmul(a1_, x1_))
-        high = _fma(builder, a2_, x2_, builder.fmul(a3_, x3_))
-        return builder.fadd(low, high)
+        return _fma(builder, args[0], args[1], builder.fmul(args[2], args[3]))
 
-    return Vector8(*[Vector8] * 8), codegen
+    return Vector16(Vector16, Vector16, Vector16, Vector16), codegen
 
 
 @intrinsic
@@ -266,22 +253,24 @@ def v_scale_add(typingctx, scale, vector, accumulator):
     """``accumulator + scale * vector`` (one fused multiply-add)."""
 
     def codegen(context, builder, signature, args):
-        return _fma(builder, _splat(builder, args[0], _V8), args[1], args[2])
+        return _fma(builder, _splat(builder, args[0], _V16), args[1], args[2])
 
-    return Vector8(types.float32, Vector8, Vector8), codegen
+    return Vector16(types.float32, Vector16, Vector16), codegen
 
 
 @intrinsic
 def v_sum(typingctx, vector):
-    """The sum of the eight lanes."""
+    """The sum of the sixteen lanes."""
 
     def codegen(context, builder, signature, args):
         reduce = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_FLOAT, [_FLOAT, _V8]), "llvm.vector.reduce.fadd.v8f32"
+            builder.module,
+            ir.FunctionType(_FLOAT, [_FLOAT, _V16]),
+            "llvm.vector.reduce.fadd.v16f32",
         )
         return builder.call(reduce, [ir.Constant(_FLOAT, 0.0), args[0]])
 
-    return types.float32(Vector8), codegen
+    return types.float32(Vector16), codegen
 
 
 # --- the fast matrix-vector product -------------------------------------------------------------
@@ -305,15 +294,8 @@ def _row_dot(kind, data, offset, x, block_sums):
     if kind == Q8_0:
         for b in range(n // 32):
             block, i = offset + 34 * b, 32 * b
-            products = v_dot4(
-                v_int8(data, block + 2),
-                v_load(x, i),
-                v_int8(data, block + 10),
-                v_load(x, i + 8),
-                v_int8(data, block + 18),
-                v_load(x, i + 16),
-                v_int8(data, block + 26),
-                v_load(x, i + 24),
+            products = v_dot2(
+                v_int8(data, block + 2), v_load(x, i), v_int8(data, block + 18), v_load(x, i + 16)
             )
             acc = v_scale_add(load_f16(data, block), products, acc)
         return v_sum(acc)
@@ -323,16 +305,12 @@ def _row_dot(kind, data, offset, x, block_sums):
     for b in range(n // 32):
         block, i = offset + size * b, 32 * b
         qh = load_u32(data, block + (4 if has_minimum else 2)) if has_fifth_bit else np.uint32(0)
-        qs = block + size - 16
-        products = v_dot4(
-            v_nibbles(data, qs, 0, qh, 0, zero),
+        qs = block + size - 16  # low nibbles: elements 0..15, high nibbles: 16..31
+        products = v_dot2(
+            v_nibbles(data, qs, 0, qh & 0xFFFF, zero),
             v_load(x, i),
-            v_nibbles(data, qs + 8, 0, qh, 8, zero),
-            v_load(x, i + 8),
-            v_nibbles(data, qs, 4, qh, 16, zero),
+            v_nibbles(data, qs, 4, qh >> 16, zero),
             v_load(x, i + 16),
-            v_nibbles(data, qs + 8, 4, qh, 24, zero),
-            v_load(x, i + 24),
         )
         acc = v_scale_add(load_f16(data, block), products, acc)
         if has_minimum:

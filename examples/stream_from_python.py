@@ -15,7 +15,9 @@ import ggml_py
 path = sys.argv[1]
 prompt = sys.argv[2] if len(sys.argv) > 2 else "Once upon a time"
 
-model = ggml_py.load(path, backend="blocked-f16", n_threads=2)  # default: auto (numba, numpy-blas or blocked-f16)
+model = ggml_py.load(
+    path, backend="blocked-f16", n_threads=2
+)  # default: auto (numba, numpy-blas or blocked-f16)
 
 print(prompt, end="", flush=True)
 for piece in model.generate(

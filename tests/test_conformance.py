@@ -8,7 +8,7 @@ import shutil
 from importlib import metadata
 
 import pytest
-from conftest import REPO, golden_dir
+from conftest import REPO, golden_dir, needs_numba
 from test_backend import _run
 
 
@@ -82,6 +82,15 @@ def test_the_suite_runs_complete_from_an_installed_package(tmp_path, request):
 
 def test_the_suite_passes_for_blocked_f16_with_the_optional_data(tmp_path, request):
     args = ["-q", "--ggml-py-backend", "blocked-f16"]
+    peer = golden_dir(request.config)
+    if (peer / "tiny-gptj").is_dir():
+        args.append(f"--ggml-py-golden-dir={peer}")
+    _assert_all_passed(_suite(*args, cwd=tmp_path))
+
+
+@needs_numba
+def test_the_suite_passes_for_numba_with_the_optional_data(tmp_path, request):
+    args = ["-q", "--ggml-py-backend", "numba"]
     peer = golden_dir(request.config)
     if (peer / "tiny-gptj").is_dir():
         args.append(f"--ggml-py-golden-dir={peer}")

@@ -3,7 +3,7 @@ collects the suite. Its command-line options come from the always-loaded plugin
 ``_ggml_py_pytest_plugin`` (``--ggml-py-backend``, ``--ggml-py-golden-dir``).
 
 - The backend under test: ``--ggml-py-backend NAME``, else ``$GGML_PY_BACKEND``, else
-  ``numpy-blas``; new instances for every test.
+  ``auto``; new instances for every test.
 - Golden data: the suite ships its own (``data/``); a larger data set is used only when given
   by ``--ggml-py-golden-dir DIR`` or ``$GGML_PY_GOLDEN_DIR`` (``test_golden_dir.py`` is not
   collected otherwise, so nothing is skipped by default).
