@@ -55,15 +55,16 @@ def _byte_pointer(context, builder, array_type, array, offset):
     return builder.gep(context.make_array(array_type)(context, builder, array).data, [offset])
 
 
+def _load(context, builder, signature, args, llvm_type):
+    """The ``llvm_type`` value at byte ``offset`` of a ``uint8`` array, any alignment."""
+    pointer = _byte_pointer(context, builder, signature.args[0], *args)
+    return builder.load(builder.bitcast(pointer, llvm_type.as_pointer()), align=1)
+
+
 @intrinsic
 def load_f32(typingctx, data, offset):
     """The float32 at byte ``offset`` of a ``uint8`` array, any alignment."""
-
-    def codegen(context, builder, signature, args):
-        pointer = _byte_pointer(context, builder, signature.args[0], *args)
-        return builder.load(builder.bitcast(pointer, _FLOAT.as_pointer()), align=1)
-
-    return types.float32(data, types.intp), codegen
+    return types.float32(data, types.intp), lambda *codegen: _load(*codegen, _FLOAT)
 
 
 @intrinsic
@@ -71,9 +72,7 @@ def load_f16(typingctx, data, offset):
     """The float16 at byte ``offset`` of a ``uint8`` array, widened exactly to float32."""
 
     def codegen(context, builder, signature, args):
-        pointer = _byte_pointer(context, builder, signature.args[0], *args)
-        half = builder.load(builder.bitcast(pointer, ir.HalfType().as_pointer()), align=1)
-        return builder.fpext(half, _FLOAT)
+        return builder.fpext(_load(context, builder, signature, args, ir.HalfType()), _FLOAT)
 
     return types.float32(data, types.intp), codegen
 
@@ -81,12 +80,7 @@ def load_f16(typingctx, data, offset):
 @intrinsic
 def load_u32(typingctx, data, offset):
     """The little-endian uint32 at byte ``offset`` of a ``uint8`` array (a q5 block's ``qh``)."""
-
-    def codegen(context, builder, signature, args):
-        pointer = _byte_pointer(context, builder, signature.args[0], *args)
-        return builder.load(builder.bitcast(pointer, _I32.as_pointer()), align=1)
-
-    return types.uint32(data, types.intp), codegen
+    return types.uint32(data, types.intp), lambda *codegen: _load(*codegen, _I32)
 
 
 # --- the plain loops: decoding, and the reference product ---------------------------------------
@@ -184,10 +178,7 @@ def _fma(builder, a, b, c):
 
 
 def _load_bytes16(context, builder, signature, data, offset):
-    pointer = _byte_pointer(context, builder, signature.args[0], data, offset)
-    return builder.load(
-        builder.bitcast(pointer, ir.VectorType(ir.IntType(8), 16).as_pointer()), align=1
-    )
+    return _load(context, builder, signature, (data, offset), ir.VectorType(ir.IntType(8), 16))
 
 
 @intrinsic

@@ -80,17 +80,9 @@ def test_the_suite_runs_complete_from_an_installed_package(tmp_path, request):
         )
 
 
-def test_the_suite_passes_for_blocked_f16_with_the_optional_data(tmp_path, request):
-    args = ["-q", "--ggml-py-backend", "blocked-f16"]
-    peer = golden_dir(request.config)
-    if (peer / "tiny-gptj").is_dir():
-        args.append(f"--ggml-py-golden-dir={peer}")
-    _assert_all_passed(_suite(*args, cwd=tmp_path))
-
-
-@needs_numba
-def test_the_suite_passes_for_numba_with_the_optional_data(tmp_path, request):
-    args = ["-q", "--ggml-py-backend", "numba"]
+@pytest.mark.parametrize("backend", ["blocked-f16", pytest.param("numba", marks=needs_numba)])
+def test_the_suite_passes_with_the_optional_data(backend, tmp_path, request):
+    args = ["-q", "--ggml-py-backend", backend]
     peer = golden_dir(request.config)
     if (peer / "tiny-gptj").is_dir():
         args.append(f"--ggml-py-golden-dir={peer}")

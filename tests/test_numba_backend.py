@@ -6,12 +6,11 @@ from ``test_backend.py``.)"""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from conftest import REPO, needs_numba
+from test_backend import _run
 from test_model import byte_model_file, write_model_file
 
 from ggml_py.backend import create_backend
@@ -166,15 +165,8 @@ def test_weights_stay_the_file_bytes_and_prompts_take_the_blocked_path():
         np.testing.assert_allclose(out, reference.linear(x, w), rtol=1e-5, atol=1e-5)
 
 
-def _python(*args, env=None, timeout=300):
-    return subprocess.run(
-        [sys.executable, *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-    )
+def _python(*args, env=None):
+    return _run(*args, cwd=REPO, env=env)
 
 
 @needs_numba
