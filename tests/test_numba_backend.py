@@ -21,7 +21,7 @@ ALL_TYPES = (GGMLType.F32, GGMLType.F16, *QUANTIZED_TYPES)
 
 
 def _record(values, ggml_type, misalign):
-    return reference.tensor_record("w", values, ggml_type, misalign)
+    return reference.tensor_info("w", values, ggml_type, misalign)
 
 
 def _products(record, x, n_threads=2):
