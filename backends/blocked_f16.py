@@ -72,7 +72,12 @@ class PerBlockActivations(NamedTuple):
 class BlockedMatrix:
     """A 2-D weight ``[out, in]`` left in the file, decoded ``block_rows`` rows at a time."""
 
-    def __init__(self, record: WeightTensor):
+    def __init__(
+        self, record: WeightTensor, row_decoder: Callable[[int, np.ndarray], None] | None = None
+    ):
+        """``row_decoder(start, out)``, when given, decodes rows ``start .. start + len(out)`` into
+        ``out [rows, in]`` (float32, natural column order, exact): another backend's faster
+        decoder for every row block instead of the NumPy ones below."""
         self.name = record.name
         self.type = GGMLType(record.type)
         self.shape = tuple(record.shape)
@@ -84,7 +89,10 @@ class BlockedMatrix:
         self.groups = 1
         self.input_exponent = 0  # x is multiplied by 2**this
         self._decode: Callable[[int, int, Scratch], np.ndarray]
-        if self.type == GGMLType.F16:
+        if row_decoder is not None:
+            self._row_decoder = row_decoder
+            self._decode = self._decode_with_row_decoder
+        elif self.type == GGMLType.F16:
             self._halves = self.rows.view(np.int16)
             self.input_exponent = F16_SCALE_EXPONENT
             self._decode = self._decode_f16
@@ -227,6 +235,11 @@ class BlockedMatrix:
         np.einsum("br,br->r", block_sums, block_scales(blocks)[..., 0], out=out_rows)
         if x_arranged.totals is not None:
             out_rows += np.einsum("br,b->r", block_minimums(blocks)[..., 0], x_arranged.totals)
+
+    def _decode_with_row_decoder(self, begin: int, end: int, scratch: Scratch) -> np.ndarray:
+        out = scratch.array("rows", np.float32, (1, end - begin, self.shape[1]))
+        self._row_decoder(begin, out[0])
+        return out
 
     def _decode_f16(self, begin: int, end: int, scratch: Scratch) -> np.ndarray:
         halves = self._halves[None, begin:end]

@@ -8,7 +8,9 @@ to float`` (one ``vcvtph2ps`` inside vectorised loops) through the small intrins
 Two kinds of kernels, by design:
 
 - **the plain loops** (:func:`decode_row`, :func:`matvec_reference`): one value at a time,
-  straight from ``spec/quantization.md``; the test oracle of the fast kernel.
+  straight from ``spec/quantization.md``; the test oracle of the fast kernel. :func:`decode_rows`
+  decodes the row blocks of prompt evaluation with them (1.5 instead of 26 ms per million q4_0
+  values for NumPy's decoders, loaded VM).
 - **the fast matrix-vector product** (:func:`matvec`, one token): for f32 and f16 a plain loop
   that LLVM vectorises; for the 32-element block formats each block is taken as two 16-wide
   vectors of quants (``Vector16``), multiplied with ``x`` and scaled by the block's ``d`` into a
@@ -131,6 +133,14 @@ def _block_layout(kind):
     if kind == Q5_0:
         return 22, False, True
     return 24, True, True  # Q5_1
+
+
+@njit(nogil=True, cache=True)
+def decode_rows(kind, data, row_bytes, start, out):
+    """Rows ``start .. start + len(out)`` of a matrix, decoded into ``out [rows, in]``: the row
+    blocks of prompt evaluation (blocked-f16's threads call it, then BLAS)."""
+    for r in range(out.shape[0]):
+        decode_row(kind, data, (start + r) * row_bytes, out[r])
 
 
 @njit(cache=True)
@@ -290,10 +300,25 @@ def _row_dot(kind, data, offset, x, block_sums):
             )
             acc = v_scale_add(load_f16(data, block), products, acc)
         return v_sum(acc)
-    size, has_minimum, has_fifth_bit = _block_layout(kind)
+    # one loop per format, its layout constant: a shared loop tested the layout in every block and
+    # computed q5's fifth bits for q4 too (one thread, [8192, 2048]: q4_0 17.4 -> 8.8 ms, q4_1
+    # 23.0 -> 13.5 ms)
+    if kind == Q4_0:
+        return _nibble_row_dot(data, offset, x, block_sums, 18, False, False)
+    if kind == Q4_1:
+        return _nibble_row_dot(data, offset, x, block_sums, 20, True, False)
+    if kind == Q5_0:
+        return _nibble_row_dot(data, offset, x, block_sums, 22, False, True)
+    return _nibble_row_dot(data, offset, x, block_sums, 24, True, True)
+
+
+@njit(fastmath=FASTMATH, inline="always")
+def _nibble_row_dot(data, offset, x, block_sums, size, has_minimum, has_fifth_bit):
+    """One row of a 4/5-bit format whose blocks are ``size`` bytes (layouts in ``decode_row``)."""
     zero = np.float32(0 if has_minimum else (16 if has_fifth_bit else 8))
+    acc = v_zero()
     minimums = np.float32(0)  # sum over blocks of m * sum(x over the block)
-    for b in range(n // 32):
+    for b in range(x.size // 32):
         block, i = offset + size * b, 32 * b
         qh = load_u32(data, block + (4 if has_minimum else 2)) if has_fifth_bit else np.uint32(0)
         qs = block + size - 16  # low nibbles: elements 0..15, high nibbles: 16..31
