@@ -90,7 +90,7 @@ def working_numba(n_threads: int | None = None) -> tuple[Backend | None, str]:
         return create_backend("numba", n_threads), ""
     except BackendError as error:
         if importlib.util.find_spec("numba") is None:
-            return None, "numba is not installed (pip install 'ggml-py[numba]')"
+            return None, "numba is not installed (pip install 'ggml-py-gptj[numba]')"
         print(
             f"ggml-py: warning: the numba backend does not work, passed over: {error}",
             file=sys.stderr,

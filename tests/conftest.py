@@ -20,7 +20,7 @@ PEER = REPO.parent / "shared" / "peer"
 
 # the numba backend's tests need the optional numba; without it the rest must pass all the same
 needs_numba = pytest.mark.skipif(
-    importlib.util.find_spec("numba") is None, reason="numba is not installed (ggml-py[numba])"
+    importlib.util.find_spec("numba") is None, reason="numba is not installed (ggml-py-gptj[numba])"
 )
 
 
