@@ -157,11 +157,14 @@ def compile_kernels() -> None:
 
 
 def _in_cache(dispatcher: Any, signature: tuple) -> bool:
-    """Whether numba's on-disk cache holds ``dispatcher`` for ``signature`` (loading it twice
-    costs a few milliseconds; numba has no public query)."""
+    """Whether numba's on-disk cache holds ``dispatcher`` for ``signature``: its index lists the
+    key (reading the index only; loading the code to find out would load it twice). numba has no
+    public query, hence its internals, and any surprise counts as not cached."""
     try:
-        return dispatcher._cache.load_overload(signature, dispatcher.targetctx) is not None
-    except Exception:  # an unexpected numba version: announce rather than guess
+        cache = dispatcher._cache
+        key = cache._index_key(signature, dispatcher.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except Exception:
         return False
 
 

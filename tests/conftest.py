@@ -19,8 +19,9 @@ TINY_MODEL = REPO / "examples" / "tiny-gptj"
 PEER = REPO.parent / "shared" / "peer"
 
 # the numba backend's tests need the optional numba; without it the rest must pass all the same
+HAS_NUMBA = importlib.util.find_spec("numba") is not None
 needs_numba = pytest.mark.skipif(
-    importlib.util.find_spec("numba") is None, reason="numba is not installed (ggml-py-gptj[numba])"
+    not HAS_NUMBA, reason="numba is not installed (ggml-py-gptj[numba])"
 )
 
 
@@ -51,3 +52,18 @@ def peer(request: pytest.FixtureRequest) -> Path:
 def expected(peer: Path) -> dict:
     """``tiny-gptj/expected.json``: sizes, sha256s and greedy ids from the reference tools."""
     return json.loads((peer / "tiny-gptj" / "expected.json").read_text())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def numba_kernels_compiled():
+    """With numba installed, its kernels compiled (or loaded from numba's cache) before any test:
+    the first compile on a machine announces itself on stderr, which tests of exact output (the
+    default backend, auto, takes numba) must not see."""
+    if HAS_NUMBA:
+        from ggml_py.backend import create_backend
+        from ggml_py.errors import BackendError
+
+        try:
+            create_backend("numba")
+        except BackendError:  # a broken numba: auto passes it over, its own tests say why
+            pass
