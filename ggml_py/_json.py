@@ -36,10 +36,10 @@ def parse_json(
     in the file; the json module's limits (too deep, too long a number) are faults of the whole
     document and name the file only.
 
-    >>> parse_json("a.json", b'{"n": 1,}', subject="header is ")
+    >>> parse_json("a.json", b'{"n": }', subject="header is ")
     Traceback (most recent call last):
-    ggml_py.errors.GgmlPyError: a.json: header is not valid JSON: Expecting property name \
-enclosed in double quotes at line 1 column 9 (at byte 8)
+    ggml_py.errors.GgmlPyError: a.json: header is not valid JSON: Expecting value at line 1 \
+column 7 (at byte 6)
     """
     try:
         text = raw.decode("utf-8")
