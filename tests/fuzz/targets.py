@@ -24,6 +24,9 @@ import tracemalloc
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+# ggml_py imports ml_dtypes only when a checkpoint holds bf16/float8 tensors; imported here so
+# that its one-time import is not counted as the first such reader's allocations.
+import ml_dtypes  # noqa: F401
 import numpy as np
 
 import ggml_py
