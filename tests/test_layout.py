@@ -13,14 +13,17 @@ from conftest import REPO
 
 def test_every_package_folder_is_listed_for_installation():
     # pyproject.toml lists the packages by hand (backends/ is renamed on installation), so a new
-    # subpackage that is not added there would be missing from wheels.
+    # subpackage that is not added there would be missing from wheels. A folder of data files
+    # counts too: Python imports any folder with a valid name, so setuptools warns at every build
+    # when one is missing from the list, even though its package-data ships it.
     tomllib = pytest.importorskip("tomllib")
     setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     folders = {"ggml_py_backends": REPO / "backends"}
     folders.update(
         {
-            ".".join(init.parent.relative_to(REPO).parts): init.parent
-            for init in (REPO / "ggml_py").rglob("__init__.py")
+            ".".join(folder.relative_to(REPO).parts): folder
+            for folder in [REPO / "ggml_py", *(REPO / "ggml_py").rglob("*")]
+            if folder.is_dir() and folder.name.isidentifier() and folder.name != "__pycache__"
         }
     )
     assert sorted(setuptools["packages"]) == sorted(folders)

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from typing import NamedTuple
 
 import pytest
 from conftest import REPO
@@ -17,9 +18,15 @@ from conftest import REPO
 CI_RUN = (REPO / ".ci" / "run").read_text()
 
 
+class WheelBuild(NamedTuple):
+    wheel: zipfile.ZipFile
+    log: str  # what pip and setuptools printed, verbosely
+
+
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> zipfile.ZipFile:
-    """The project's wheel, built offline from a copy of the files it is made of."""
+def build(tmp_path_factory) -> WheelBuild:
+    """The project's wheel, built offline from a copy of the files it is made of, and the log of
+    its build."""
     source = tmp_path_factory.mktemp("source") / "project"
     # the checkout without what a wheel never holds (and a developer's own virtual environment)
     shutil.copytree(
@@ -30,13 +37,13 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
         ),
     )
     out = tmp_path_factory.mktemp("wheel")
-    build = subprocess.run(
+    pip_wheel = subprocess.run(
         [
             sys.executable,
             "-m",
             "pip",
             "wheel",
-            "--quiet",
+            "--verbose",  # shows setuptools' own output, warnings included
             "--no-deps",
             "--no-build-isolation",
             "--no-index",
@@ -48,10 +55,15 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
         text=True,
         timeout=300,
     )
-    assert build.returncode == 0, build.stderr[-3000:]
+    assert pip_wheel.returncode == 0, pip_wheel.stderr[-3000:]
     (path,) = out.glob("*.whl")
     with zipfile.ZipFile(path) as archive:
-        yield archive
+        yield WheelBuild(archive, pip_wheel.stdout + pip_wheel.stderr)
+
+
+@pytest.fixture(scope="module")
+def wheel(build: WheelBuild) -> zipfile.ZipFile:
+    return build.wheel
 
 
 def _metadata(wheel: zipfile.ZipFile):
@@ -76,6 +88,25 @@ def test_wheel_carries_the_mit_license(wheel):
     (license_path,) = [n for n in wheel.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
     text = wheel.read(license_path).decode()
     assert text.startswith("MIT License") and text == (REPO / "LICENSE").read_text()
+
+
+def test_wheel_carries_the_conformance_suites_golden_data(wheel):
+    # data files, not modules: they ship only through package-data
+    data = REPO / "ggml_py" / "conformance" / "data"
+    shipped = {
+        name.removeprefix("ggml_py/conformance/data/"): wheel.read(name)
+        for name in wheel.namelist()
+        if name.startswith("ggml_py/conformance/data/")
+    }
+    assert {"expected.json", "hf-logits.npz", "ggml-model-q4_0.bin"} <= set(shipped)
+    assert shipped == {path.name: path.read_bytes() for path in data.iterdir()}
+
+
+def test_the_build_leaves_no_importable_folder_out_of_the_packages_list(build):
+    # setuptools copies a folder that only package-data names, but warns (one banner per folder)
+    # that it is absent from `packages`
+    assert "copying ggml_py/conformance/data/expected.json" in build.log  # setuptools' output
+    assert "is absent from the `packages` configuration" not in build.log
 
 
 def test_ci_tests_the_oldest_python_and_dependency_floors_the_metadata_claims(wheel):
