@@ -27,8 +27,11 @@ class NumpyBlasBackend(Float32Ops):
     description = "weights converted once to float32 in RAM; matrix products through NumPy's BLAS"
 
     def __init__(self, n_threads: int | None = None):
-        # the threads are the BLAS library's; the graph itself is single-threaded Python
-        self.n_threads = n_threads or default_thread_count()
+        # the threads are the BLAS library's; the graph itself is single-threaded Python. No more
+        # than the CPUs this process may use: OpenBLAS starts as many threads as it is told, more
+        # threads than CPUs take turns on them, and each product waits for the last one.
+        cpus = default_thread_count()
+        self.n_threads = min(n_threads or cpus, cpus)
 
     def prepare(self, path: str, tensors: Mapping[str, WeightTensor]) -> dict[str, Any]:
         memory = float32_memory(tensors)

@@ -136,6 +136,26 @@ def test_available_memory_reads_memavailable(tmp_path):
     assert available_memory(str(meminfo)) is None
 
 
+def test_numpy_blas_runs_at_most_one_blas_thread_per_cpu_the_process_may_use(monkeypatch):
+    import ggml_py_backends.numpy_blas as numpy_blas
+
+    blas_thread_counts = []
+    monkeypatch.setattr(numpy_blas, "set_blas_threads", blas_thread_counts.append)
+    x, weight = np.ones((1, 3), np.float32), np.ones((2, 3), np.float32)
+    # the CPUs this process may run on, where the OS says (Linux)...
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    for requested in (8, 3, 2, 1, None):
+        numpy_blas.NumpyBlasBackend(n_threads=requested).linear(x, weight)
+    assert blas_thread_counts == [2, 2, 2, 1, 2]
+    # ...else the machine's CPUs
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    blas_thread_counts.clear()
+    for requested in (8, 3, 2, None):
+        numpy_blas.NumpyBlasBackend(n_threads=requested).linear(x, weight)
+    assert blas_thread_counts == [3, 3, 2, 3]
+
+
 def test_blocked_f16_keeps_weights_in_the_file_bytes():
     from ggml_py_backends.blocked_f16 import BlockedMatrix
 
