@@ -38,7 +38,7 @@ from ggml_py.tokenizer import (
     derive_merges,
     read_json_object,
     read_merges,
-    read_token_ids,
+    read_unique_token_ids,
     token_to_bytes,
 )
 
@@ -350,7 +350,7 @@ def read_vocab(hf_dir: str | os.PathLike[str], n_vocab: int) -> list[bytes]:
     vocab_path = os.path.join(hf_dir, "vocab.json")
     added_path = os.path.join(hf_dir, "added_tokens.json")
     by_id: dict[int, bytes] = {}
-    for token, token_id in _read_unique_token_ids(vocab_path).items():
+    for token, token_id in read_unique_token_ids(vocab_path).items():
         if token_id >= n_vocab:
             raise TokenizerError(
                 vocab_path, f"token id {token_id} is beyond the model's {n_vocab} embedding rows"
@@ -360,7 +360,7 @@ def read_vocab(hf_dir: str | os.PathLike[str], n_vocab: int) -> list[bytes]:
         except TokenizerError as error:
             raise TokenizerError(vocab_path, error.reason) from None
     dropped = []
-    added = _read_unique_token_ids(added_path) if os.path.exists(added_path) else {}
+    added = read_unique_token_ids(added_path) if os.path.exists(added_path) else {}
     for token, token_id in added.items():
         if token_id >= n_vocab:
             dropped.append(token)
@@ -414,19 +414,6 @@ def _folder_merges(
                 path, f"merge {rank} forms {left + right!r}, which is not in the model's vocabulary"
             )
     return merges
-
-
-def _read_unique_token_ids(path: str) -> dict[str, int]:
-    """``read_token_ids`` with unique ids: each token goes to its own embedding row."""
-    table = read_token_ids(path)
-    seen = {}
-    for token, token_id in table.items():
-        if token_id in seen:
-            raise TokenizerError(
-                path, f"tokens {seen[token_id]!r} and {token!r} share id {token_id}"
-            )
-        seen[token_id] = token
-    return table
 
 
 # ---------------------------------------------------------------------------------------------

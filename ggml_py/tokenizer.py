@@ -352,7 +352,7 @@ class Tokenizer:
                 raise TokenizerError(
                     folder, f"no {required.name}: not a GPT-2/GPT-J tokenizer folder"
                 )
-        vocab_ids = read_token_ids(vocab_path)
+        vocab_ids = read_unique_token_ids(vocab_path)
         if not vocab_ids:
             raise TokenizerError(vocab_path, "the vocabulary is empty")
         # Ids index a list, so a forged id of 10**12 would allocate terabytes: allow gaps, but
@@ -583,6 +583,20 @@ def read_token_ids(path: str | os.PathLike[str]) -> dict[str, int]:
                 path, f"token {token!r} has id {token_id!r}, expected a non-negative integer"
             )
     return mapping
+
+
+def read_unique_token_ids(path: str | os.PathLike[str]) -> dict[str, int]:
+    """``read_token_ids`` with each id used once: an id stands for one token (one embedding row
+    of a model), so of two tokens sharing it, one would decode as the other."""
+    table = read_token_ids(path)
+    seen = {}
+    for token, token_id in table.items():
+        if token_id in seen:
+            raise TokenizerError(
+                path, f"tokens {seen[token_id]!r} and {token!r} share id {token_id}"
+            )
+        seen[token_id] = token
+    return table
 
 
 def _token_content(value) -> str | None:

@@ -347,6 +347,10 @@ def replace_in(path: Path, old: str, new: str) -> None:
             "tokenizer_config.json: not valid JSON: nested too deeply",
         ),
         (lambda f: replace_in(f / "vocab.json", '"!": 0', '"!": -3'), "token '!' has id -3"),
+        (  # the message `ggml-py convert` gives for the same file
+            lambda f: replace_in(f / "vocab.json", '"!": 0', '"!": 1'),
+            """vocab.json: tokens '!' and '"' share id 1$""",
+        ),
         (
             lambda f: replace_in(f / "vocab.json", '"!": 0', '"! x": 0'),
             "vocab.json: token '! x' has character ' '",
