@@ -29,9 +29,9 @@ block's dot product is multiplied by its ``d`` (plus ``m`` times the block's sum
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -325,4 +325,4 @@ def _split_rows(n_rows: int, block_rows: int, n_parts: int) -> list[tuple]:
     """
     n_blocks = -(-n_rows // block_rows)
     cuts = [min(n_rows, (n_blocks * part // n_parts) * block_rows) for part in range(n_parts + 1)]
-    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+    return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]

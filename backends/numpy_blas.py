@@ -50,7 +50,7 @@ class NumpyBlasBackend(Float32Ops):
             return np.require(dequantize(t.data, t.type, t.shape), np.float32, ["C", "A", "O"])
 
         with ThreadPoolExecutor(self.n_threads) as pool:
-            return dict(zip(tensors, pool.map(to_float32, tensors.values())))
+            return dict(zip(tensors, pool.map(to_float32, tensors.values()), strict=True))
 
     def embedding(self, table: np.ndarray, ids: np.ndarray) -> np.ndarray:
         return table[ids]

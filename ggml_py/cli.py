@@ -20,8 +20,7 @@ import shlex
 import sys
 import time
 import warnings
-from collections.abc import Iterator
-from typing import Callable
+from collections.abc import Callable, Iterator
 
 from ggml_py import __version__
 from ggml_py.errors import GgmlPyError, ModelFileError
@@ -257,7 +256,7 @@ def _ls(args: argparse.Namespace) -> int:
         for column, title in enumerate(("name", "dtype", "shape"))
     ]
     print(f"{'name':<{widths[0]}}  {'dtype':<{widths[1]}}  {'shape':<{widths[2]}}  {'bytes':>12}")
-    for (name, dtype, shape), tensor in zip(rows, tensors):
+    for (name, dtype, shape), tensor in zip(rows, tensors, strict=True):
         print(
             f"{name:<{widths[0]}}  {dtype:<{widths[1]}}  {shape:<{widths[2]}}  {tensor.nbytes:>12}"
         )

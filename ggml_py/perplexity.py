@@ -184,7 +184,9 @@ def check_same_vocabulary(model: GptJ, base: GptJ) -> None:
         )
     model_vocab, base_vocab = _vocabulary(model), _vocabulary(base)
     if model_vocab is not None and base_vocab is not None and model_vocab != base_vocab:
-        first = next(i for i, (a, b) in enumerate(zip(model_vocab, base_vocab)) if a != b)
+        first = next(
+            i for i, (a, b) in enumerate(zip(model_vocab, base_vocab, strict=True)) if a != b
+        )
         raise GgmlPyError(
             base.path,
             f"the base model's vocabulary differs from the model's (token {first}: "
@@ -273,7 +275,7 @@ def compute_perplexity(
         base_logits = None
         if kl_base is not None:
             base_logits = chunk_logits(kl_base, tokens, n_batch, first)[:-1]
-        for name, values in zip(parts, score_chunk(logits, targets, base_logits)):
+        for name, values in zip(parts, score_chunk(logits, targets, base_logits), strict=True):
             if values is not None:
                 parts[name].append(values)
         result.nll = np.concatenate(parts["nll"])

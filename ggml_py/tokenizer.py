@@ -29,9 +29,9 @@ import codecs
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from ggml_py._json import parse_json
 from ggml_py._tokenizer_unicode import (

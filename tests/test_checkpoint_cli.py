@@ -19,7 +19,7 @@ def test_ls_lists_every_tensor_with_totals(tiny_model_dir):
     digests = json.loads((FIXTURES / "tiny-gptj-sha256.json").read_text())
     rows = lines[1:-1]
     assert len(rows) == len(digests)
-    for row, (name, expected) in zip(rows, digests.items()):
+    for row, (name, expected) in zip(rows, digests.items(), strict=True):
         nbytes = math.prod(expected["shape"]) * 2
         assert row.split() == [
             name,

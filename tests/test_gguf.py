@@ -145,7 +145,7 @@ def test_gguf_py_reads_every_tensor_type_we_write(tmp_path):
     tensors = sample_tensors()
     reader = gguf_py.GGUFReader(write_ours(tmp_path / "t.gguf", tensors=tensors))
     assert [t.name for t in reader.tensors] == [name for name, *_ in tensors]
-    for theirs, (_, ggml_type, shape, data) in zip(reader.tensors, tensors):
+    for theirs, (_, ggml_type, shape, data) in zip(reader.tensors, tensors, strict=True):
         assert int(theirs.tensor_type) == int(ggml_type)
         assert list(theirs.shape) == list(reversed(shape))  # gguf-py reports ne order
         assert theirs.data.tobytes() == data.tobytes()
@@ -189,7 +189,7 @@ def test_reads_gguf_py_files(tmp_path, alignment):
         assert_same_value(field.value, expected_fields[key].value)
     assert ours.fields["t.f32"].value == 0.1  # float32 values come back as their shortest decimal
     assert list(ours.tensors) == [name for name, *_ in tensors]
-    for (name, ggml_type, shape, data), theirs in zip(tensors, reference.tensors):
+    for (name, ggml_type, shape, data), theirs in zip(tensors, reference.tensors, strict=True):
         info = ours.tensors[name]
         assert (info.type, info.shape, info.offset, info.nbytes) == (
             ggml_type,

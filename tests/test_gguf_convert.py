@@ -158,7 +158,7 @@ def assert_tensors_repacked(reader, legacy, kind: str, path: Path) -> None:
         name_map.get_name(name, try_suffixes=(".weight", ".bias")) for name in legacy.tensors
     ]
     running = 0
-    for theirs, info in zip(reader.tensors, legacy.tensors.values()):
+    for theirs, info in zip(reader.tensors, legacy.tensors.values(), strict=True):
         assert list(theirs.shape) == list(reversed(info.shape))
         assert int(theirs.tensor_type) == int(info.type)
         expected_type = (
@@ -220,7 +220,7 @@ def test_hf_to_gguf_equals_ggml_conversion_to_gguf(tmp_path, tiny_model_dir, fro
         (t.name, t.type, t.shape, t.offset - via_ggml.data_offset)
         for t in via_ggml.tensors.values()
     ]
-    for mine, theirs in zip(ours.tensors.values(), via_ggml.tensors.values()):
+    for mine, theirs in zip(ours.tensors.values(), via_ggml.tensors.values(), strict=True):
         assert np.array_equal(mine.data, theirs.data), mine.name
 
 

@@ -1,5 +1,5 @@
 """What the project installs: the wheel's name, license and dependency floors, and the
-environments CI tests them in."""
+environments CI tests them in (ruff's target Python included)."""
 
 from __future__ import annotations
 
@@ -134,6 +134,16 @@ def test_ci_tests_the_newest_python_with_the_newest_releases(wheel):
         rf"^environment newest {re.escape(newest)} \S+ --upgrade numpy ml_dtypes$", CI_RUN, re.M
     )
     assert f"environment oldest {min(versions, key=lambda v: int(v.split('.')[1]))} " in CI_RUN
+
+
+def test_ruff_lints_for_the_oldest_python_the_metadata_claims():
+    # ruff's pyupgrade rules (UP) and B905 (zip's strict=, new in 3.10) follow target-version: set
+    # below the floor, they keep code from using what every supported Python has
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    floor = re.fullmatch(r">=3\.(\d+)", pyproject["project"]["requires-python"])
+    assert floor, pyproject["project"]["requires-python"]
+    assert pyproject["tool"]["ruff"]["target-version"] == f"py3{floor.group(1)}"
 
 
 def test_the_wheel_installs_under_its_name_with_its_license(wheel, tmp_path):

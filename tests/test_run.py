@@ -91,7 +91,7 @@ def test_timing_block_uses_ggml_formats_and_counts_like_ggml(capsys, byte_model_
     lines = err.splitlines()
     assert "main: seed = 3" in lines and "main: number of tokens in prompt = 5" in lines
     block = lines[-5:]
-    for line, pattern in zip(block, TIMING_LINES):
+    for line, pattern in zip(block, TIMING_LINES, strict=True):
         assert re.fullmatch(pattern, line), line
     predict, per_token = map(float, re.findall(r"(\d+\.\d\d) ms", block[3]))
     assert per_token == pytest.approx(

@@ -37,7 +37,9 @@ def hugging_face_spans(name: str) -> list:
     """[start, end) spans of EVERYTHING that Hugging Face puts in class ``name``."""
     return [
         (position(first), position(following))
-        for (first, run_class), (following, _) in zip(CLASS_RUNS, CLASS_RUNS[1:] + [(END, None)])
+        for (first, run_class), (following, _) in zip(
+            CLASS_RUNS, CLASS_RUNS[1:] + [(END, None)], strict=True
+        )
         if run_class == name
     ]
 
@@ -67,7 +69,7 @@ def test_pretokenizer_at_every_class_boundary():
     boundaries = [(first, run_class) for first, run_class in CLASS_RUNS]
     boundaries += [
         (following - 1, run_class)
-        for (_, run_class), (following, _) in zip(CLASS_RUNS, CLASS_RUNS[1:])
+        for (_, run_class), (following, _) in zip(CLASS_RUNS, CLASS_RUNS[1:], strict=False)
     ]
     for code_point, run_class in boundaries:
         if code_point in SURROGATES:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from ggml_py.checkpoint._safetensors import looks_like_safetensors, read_safetensors
 from ggml_py.checkpoint._tensor import LazyTensor, describe

@@ -161,7 +161,7 @@ class LazyTensor:
             end = self._offset * itemsize
         else:
             last = self._offset + sum(
-                (size - 1) * stride for size, stride in zip(self.shape, self._strides)
+                (size - 1) * stride for size, stride in zip(self.shape, self._strides, strict=True)
             )
             end = (last + 1) * itemsize
         storage = self._storage

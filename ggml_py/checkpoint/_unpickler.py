@@ -18,7 +18,7 @@ from __future__ import annotations
 import mmap
 import pickletools
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -377,7 +377,7 @@ class _Machine:
         return target
 
     def set_items(self, target: dict, items: list[object]) -> None:
-        for key, value in zip(items[0::2], items[1::2]):
+        for key, value in zip(items[0::2], items[1::2], strict=True):
             if not isinstance(key, _SCALAR_KEYS):
                 raise Refused(f"dict key {describe(key)} is not a string or number")
             target[key] = value

@@ -14,8 +14,8 @@ collects the suite. Its command-line options come from the always-loaded plugin
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -52,7 +52,7 @@ def pytest_collection_modifyitems(items) -> None:
     ordered = sorted(
         (items[i] for i in slots), key=lambda item: MODULE_ORDER.index(Path(item.path).name)
     )
-    for slot, item in zip(slots, ordered):
+    for slot, item in zip(slots, ordered, strict=True):
         items[slot] = item
 
 

@@ -79,7 +79,7 @@ def test_chunks_and_single_tokens_up_to_the_full_context_match_hugging_face(
     graph = _graph(golden, file_type, conformance_backend)
     ids, kept = golden["logits"]["p288_ids"], set(golden["logits"]["p288_positions"].tolist())
     cuts = [0, 33, 70, 257, *range(258, len(ids) + 1)]
-    for start, stop in zip(cuts, cuts[1:]):
+    for start, stop in zip(cuts, cuts[1:], strict=False):
         logits = graph.eval(ids[start:stop], start)
         positions = [p for p in range(start, stop) if p in kept]
         if positions:

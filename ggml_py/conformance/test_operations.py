@@ -77,7 +77,7 @@ def _call(where: str, operation, *args, shape, inputs=(), thorough=True) -> np.n
         f"{where}: the result is not C-contiguous (strides {out.strides})"
     )
     assert out.flags.writeable, f"{where}: the result is read-only (the graph writes into results)"
-    for index, (array, copy) in enumerate(zip(inputs, before)):
+    for index, (array, copy) in enumerate(zip(inputs, before, strict=True)):
         assert not np.shares_memory(out, array), (
             f"{where}: the result shares memory with input {index}"
         )

@@ -11,7 +11,7 @@ names and shapes are in ``formats/gptj.py``.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from ggml_py.errors import ModelFileError
 from ggml_py.formats.ggml import GGML_MAGIC, read_ggml

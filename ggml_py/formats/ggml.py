@@ -75,7 +75,7 @@ def _parse_header(path: str, buffer: memoryview):
     magic, *values, raw_ftype = _HEADER.unpack_from(buffer, 0)
     if magic != MAGIC:
         raise ModelFileError(path, f"bad magic 0x{magic:08x}, expected 0x{MAGIC:08x}", 0)
-    for index, (name, value) in enumerate(zip(_HPARAM_NAMES, values)):
+    for index, (name, value) in enumerate(zip(_HPARAM_NAMES, values, strict=True)):
         smallest = 0 if name == "n_rot" else 1
         if value < smallest:
             raise ModelFileError(path, f"{name} = {value} in the header", 4 + 4 * index)
@@ -226,7 +226,7 @@ def write_ggml(
     with atomic_output(path) as f:
         f.write(pack_header(hparams, quantization_version))
         f.write(pack_vocab(vocab))
-        for record, nbytes in zip(records, sizes):
+        for record, nbytes in zip(records, sizes, strict=True):
             f.write(pack_tensor_header(record.name, record.type, record.shape))
             written = write_tensor_data(
                 f, record, nbytes, path=path, progress=progress, done=written, total=total

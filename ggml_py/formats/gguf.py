@@ -525,7 +525,7 @@ def write_gguf(
     out.write(bytes(align_offset(len(head), alignment) - len(head)))
     total = sum(sizes)
     written = 0
-    for record, nbytes in zip(records, sizes):
+    for record, nbytes in zip(records, sizes, strict=True):
         written = write_tensor_data(
             out, record, nbytes, path=path, progress=progress, done=written, total=total
         )

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import IntEnum
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 

@@ -10,8 +10,9 @@ bounded number of examples, ``scripts/fuzz.py`` for as long as asked.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from hypothesis import strategies as st
