@@ -29,8 +29,9 @@ from ggml_py.backend import WeightTensor
 from ggml_py.errors import BackendError
 from ggml_py.formats.quant import BLOCK_FORMATS, GGMLType
 
-# numba's thread pool takes one parallel kernel at a time (its default 'workqueue' layer aborts
-# the process on concurrent launches from several threads): calls from threads are serialised
+# numba's thread pool takes one parallel kernel at a time (its 'workqueue' layer, the fallback
+# without OpenMP or TBB, aborts the process on concurrent launches from several threads): calls
+# from threads are serialised
 _PARALLEL = threading.Lock()
 
 

@@ -42,12 +42,19 @@ from ggml_py.formats.quant import GGMLType
 
 FASTMATH = {"contract", "reassoc", "arcp", "nsz", "afn"}  # not nnan/ninf: inf and NaN stay exact
 
-# OpenMP's thread pool first: its threads wait for the next kernel spinning a while before they
-# sleep, so a launch costs 1-2 us; numba's own 'workqueue' pool wakes a sleeping thread every
-# time, 110-125 us per launch (an empty kernel, 1 or 2 threads), 11 ms of a 97-product token.
-# Without an OpenMP runtime numba moves on to TBB, then 'workqueue'. NUMBA_THREADING_LAYER wins.
+# OpenMP's thread pool first: its threads spin a while for the next kernel before they sleep, so a
+# launch costs 1-2 us, where numba's own 'workqueue' pool wakes a sleeping thread every time
+# (110-125 us for an empty kernel: 11 ms of a token's 97 products). Without an OpenMP runtime
+# numba moves on to TBB, then 'workqueue'; NUMBA_THREADING_LAYER overrides.
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+# ...but not GNU OpenMP's default spin (300,000 rounds, milliseconds): on a busy machine the
+# spinning threads take the CPU from the ones with work. 1B q4_0 decode, 2 threads, ms/token,
+# quiet / beside two busy processes: default 42 / 404, 50,000 rounds 41 / 143, passive waiting
+# 46 / 153, 'workqueue' 71 / 111-134 (ggml's gpt-j: 63 / 870-1034). Read when OpenMP starts, so
+# it is set before the first parallel kernel; a user's own setting wins.
+if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "50000"
 
 F32, F16 = int(GGMLType.F32), int(GGMLType.F16)
 Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = (
