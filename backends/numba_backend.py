@@ -92,6 +92,24 @@ class NumbaBackend(BlockedF16Backend):
         return out
 
 
+    def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+        keys, values = k.transpose(1, 0, 2), v.transpose(1, 0, 2)  # [S, H, D]
+        if q.shape[1] != 1 or not (_cache_layout(keys) and _cache_layout(values)):
+            return super().attention(q, k, v)  # prompts: NumPy's matrix products
+        query = _read_only(np.ascontiguousarray(q[:, 0, :], dtype=np.float32))  # [H, D]
+        out = np.empty(q.shape, np.float32)  # [H, 1, D]
+        with _PARALLEL:
+            kernels.set_threads(self.n_threads)
+            kernels.attend(query, _read_only(keys), _read_only(values), out.reshape(q.shape[::2]))
+        return out
+
+
+def _cache_layout(array: np.ndarray) -> bool:
+    """Whether keys or values ``[S, H, D]`` are float32 in one C-ordered block, as the model's
+    cache holds them (other layouts take NumPy's path)."""
+    return array.dtype == np.float32 and array.flags.c_contiguous
+
+
 def _matrix(record: WeightTensor) -> NumbaMatrix:
     kind, data = int(record.type), _read_only(np.asarray(record.data).reshape(-1))
     n_rows, n_cols = record.shape
@@ -116,6 +134,12 @@ _MATVEC_SIGNATURE = (
     types.Array(types.float32, 1, "C", readonly=True),  # block_sums
     types.Array(types.float32, 1, "C"),  # out
 )
+_ATTEND_SIGNATURE = (
+    types.Array(types.float32, 2, "C", readonly=True),  # q [H, D]
+    types.Array(types.float32, 3, "C", readonly=True),  # keys [S, H, D]
+    types.Array(types.float32, 3, "C", readonly=True),  # values
+    types.Array(types.float32, 2, "C"),  # out [H, D]
+)
 _DECODE_ROWS_SIGNATURE = (
     types.int64,  # kind
     types.Array(types.uint8, 1, "C", readonly=True),  # the weight's bytes
@@ -130,7 +154,11 @@ def compile_kernels() -> None:
     """Compile the kernels for the signatures the backend calls them with, or load them from
     numba's cache; the first compile on a machine is announced on stderr. Then a tiny product
     proves they run: a broken numba raises here, in the backend's constructor, not mid-run."""
-    wanted = [(kernels.matvec, _MATVEC_SIGNATURE), (kernels.decode_rows, _DECODE_ROWS_SIGNATURE)]
+    wanted = [
+        (kernels.matvec, _MATVEC_SIGNATURE),
+        (kernels.decode_rows, _DECODE_ROWS_SIGNATURE),
+        (kernels.attend, _ATTEND_SIGNATURE),
+    ]
     missing = [
         (kernel, signature) for kernel, signature in wanted if signature not in kernel.overloads
     ]

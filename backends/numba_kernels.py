@@ -435,6 +435,41 @@ def matvec(kind, data, row_bytes, x, block_sums, out):
         out[r] = _row_dot(kind, data, r * row_bytes, x, block_sums)
 
 
+# attention may reorder its sums, but exp and the division are exact as NumPy's (no 'afn', 'arcp')
+# and infinities and NaN propagate
+ATTENTION_FASTMATH = {"contract", "reassoc", "nsz"}
+
+
+@njit(fastmath=ATTENTION_FASTMATH, parallel=True, cache=True)
+def attend(q, keys, values, out):
+    """One query per head over every cached position, threaded over heads: q ``[H, D]``, keys
+    and values ``[S, H, D]`` (the model's cache layout) -> ``out [H, D]``, as
+    ``softmax(q k / sqrt(D)) v``. Reading the cache is most of it: 1B shape, 270 positions, 0.29
+    ms per layer for 4.4 MB (NumPy's matrix products: 0.41; threads taking the heads in two
+    shares, so that each reads half of every position's row in one piece: 0.26)."""
+    n_keys, n_head, head_dim = keys.shape
+    scale = np.float32(1.0 / np.sqrt(head_dim))
+    for h in prange(n_head):
+        scores = np.empty(n_keys, np.float32)
+        top = np.float32(-np.inf)
+        for s in range(n_keys):
+            total = np.float32(0)
+            for d in range(head_dim):
+                total += q[h, d] * keys[s, h, d]
+            scores[s] = total * scale
+            if scores[s] > top or np.isnan(scores[s]):  # NaN once one is NaN, as NumPy's max
+                top = scores[s]
+        weight_sum = np.float32(0)
+        for s in range(n_keys):
+            scores[s] = np.exp(scores[s] - top)
+            weight_sum += scores[s]
+        out[h] = 0
+        for s in range(n_keys):
+            weight = scores[s] / weight_sum
+            for d in range(head_dim):
+                out[h, d] += weight * values[s, h, d]
+
+
 def set_threads(count: int) -> None:
     """Threads of the next parallel kernels on this thread (at most numba's pool size)."""
     numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))

@@ -212,3 +212,23 @@ def test_run_falls_back_from_a_broken_numba_with_one_warning(tmp_path):
     assert len(warnings) == 1 and "numba backend does not work" in warnings[0]
     assert "main: backend = numpy-blas (auto: numba does not work; " in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@needs_numba
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_one_query_attention_is_numpys_with_infinities_and_nan():
+    # one token's attention runs compiled over the model's cache layout; it must give NumPy's
+    # float32 result, NaN where a score or value is NaN, infinite values carried through
+    from ggml_py.backend import Float32Ops
+
+    rng = np.random.default_rng(9)
+    cache = rng.standard_normal((2, 300, 4, 16)).astype(np.float32)  # [keys/values, S, H, D]
+    cache[0, 5, 1, :] = np.nan  # head 1: one NaN score
+    cache[1, 7, 2, 3] = np.inf  # head 2: an infinite value
+    q = rng.standard_normal((4, 1, 16)).astype(np.float32)
+    k, v = cache[0, :290].transpose(1, 0, 2), cache[1, :290].transpose(1, 0, 2)  # as the graph
+    out = create_backend("numba", 2).attention(q, k, v)
+    expected = Float32Ops().attention(q, k, v)
+    assert np.isnan(out[1]).all() and np.isnan(expected[1]).all()
+    assert out[2, 0, 3] == expected[2, 0, 3] == np.inf
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
