@@ -77,8 +77,10 @@ class NumbaBackend(BlockedF16Backend):
         if x.shape[0] != 1:
             return super().linear(x, weight.blocked, bias)
         token = _read_only(np.ascontiguousarray(x[0], dtype=np.float32))
-        block_sums = (
-            _read_only(token.reshape(-1, 32).sum(axis=1)) if token.size % 32 == 0 else _NO_BLOCKS
+        block_sums = (  # only q4_1 and q5_1 use them: their values are q * d + m
+            _read_only(token.reshape(-1, 32).sum(axis=1))
+            if weight.kind in _WITH_MINIMUM
+            else _NO_BLOCKS
         )
         out = np.empty((1, weight.n_rows), dtype=np.float32)
         with _PARALLEL:
@@ -122,6 +124,7 @@ def _matrix(record: WeightTensor) -> NumbaMatrix:
 # a matrix smaller than this is multiplied on one thread
 PARALLEL_MIN_BYTES = 1 << 20
 
+_WITH_MINIMUM = (int(GGMLType.Q4_1), int(GGMLType.Q5_1))
 _NO_BLOCKS = np.zeros(0, np.float32)
 _NO_BLOCKS.flags.writeable = False
 
