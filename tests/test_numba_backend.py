@@ -68,18 +68,23 @@ def test_fast_kernel_takes_any_row_length_of_the_float_types(ggml_type):
 
 @needs_numba
 @pytest.mark.parametrize("ggml_type", ALL_TYPES, ids=lambda t: t.short_name)
-def test_plain_decoder_gives_dequantizes_values_bit_for_bit(ggml_type):
+def test_decoders_give_dequantizes_values_bit_for_bit(ggml_type):
+    # the plain loop and the vectorised row blocks of prompts, -0.0 and subnormals included
     from ggml_py_backends import numba_kernels as kernels
 
     rng = np.random.default_rng(int(ggml_type))
     values = rng.standard_normal((9, 64)) * np.logspace(-6, 4, 64)  # subnormal f16 to large
     values[0, :5] = [0.0, -0.0, 65504.0, -65504.0, 6e-8]
+    values[1] *= -1e-7  # blocks of negative scale whose zero quants decode to -0.0
     record = _record(values, ggml_type, 3)
-    out = np.empty(record.shape, np.float32)
+    row_bytes = row_nbytes(ggml_type, 64)
+    plain, blocks = np.empty(record.shape, np.float32), np.empty((8, 64), np.float32)
     for row in range(record.shape[0]):
-        kernels.decode_row(int(ggml_type), record.data, row * row_nbytes(ggml_type, 64), out[row])
-    expected = dequantize(record.data, ggml_type, record.shape)
-    assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
+        kernels.decode_row(int(ggml_type), record.data, row * row_bytes, plain[row])
+    kernels.decode_rows(int(ggml_type), record.data, row_bytes, 1, blocks)  # rows 1 .. 8
+    expected = dequantize(record.data, ggml_type, record.shape).view(np.uint32)
+    assert np.array_equal(plain.view(np.uint32), expected)
+    assert np.array_equal(blocks.view(np.uint32), expected[1:])
 
 
 @needs_numba
