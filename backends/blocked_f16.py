@@ -72,12 +72,7 @@ class PerBlockActivations(NamedTuple):
 class BlockedMatrix:
     """A 2-D weight ``[out, in]`` left in the file, decoded ``block_rows`` rows at a time."""
 
-    def __init__(
-        self, record: WeightTensor, row_decoder: Callable[[int, np.ndarray], None] | None = None
-    ):
-        """``row_decoder(start, out)``, when given, decodes rows ``start .. start + len(out)`` into
-        ``out [rows, in]`` (float32, natural column order, exact): another backend's faster
-        decoder for every row block instead of the NumPy ones below."""
+    def __init__(self, record: WeightTensor):
         self.name = record.name
         self.type = GGMLType(record.type)
         self.shape = tuple(record.shape)
@@ -89,10 +84,7 @@ class BlockedMatrix:
         self.groups = 1
         self.input_exponent = 0  # x is multiplied by 2**this
         self._decode: Callable[[int, int, Scratch], np.ndarray]
-        if row_decoder is not None:
-            self._row_decoder = row_decoder
-            self._decode = self._decode_with_row_decoder
-        elif self.type == GGMLType.F16:
+        if self.type == GGMLType.F16:
             self._halves = self.rows.view(np.int16)
             self.input_exponent = F16_SCALE_EXPONENT
             self._decode = self._decode_f16
@@ -236,11 +228,6 @@ class BlockedMatrix:
         if x_arranged.totals is not None:
             out_rows += np.einsum("br,b->r", block_minimums(blocks)[..., 0], x_arranged.totals)
 
-    def _decode_with_row_decoder(self, begin: int, end: int, scratch: Scratch) -> np.ndarray:
-        out = scratch.array("rows", np.float32, (1, end - begin, self.shape[1]))
-        self._row_decoder(begin, out[0])
-        return out
-
     def _decode_f16(self, begin: int, end: int, scratch: Scratch) -> np.ndarray:
         halves = self._halves[None, begin:end]
         block = decode_f16_scaled(
@@ -301,7 +288,7 @@ class BlockedF16Backend(Float32Ops):
         set_blas_threads(1)  # the threads here are the parallelism
         n_out = weight.shape[0]
         out_t = np.empty((n_out, x.shape[0]), dtype=np.float32)  # [out, T]: row blocks contiguous
-        (start, stop), *others = _split_rows(n_out, weight.block_rows, self.n_threads)
+        (start, stop), *others = split_rows(n_out, weight.block_rows, self.n_threads)
         jobs = [
             self._pool.submit(weight.product_rows, x_groups, out_t, a, b, self._scratch)
             for a, b in others
@@ -317,10 +304,10 @@ class BlockedF16Backend(Float32Ops):
         return y
 
 
-def _split_rows(n_rows: int, block_rows: int, n_parts: int) -> list[tuple]:
+def split_rows(n_rows: int, block_rows: int, n_parts: int) -> list[tuple]:
     """``n_parts`` contiguous ranges covering ``0 .. n_rows``, cut at multiples of ``block_rows``.
 
-    >>> _split_rows(10, 3, 2)
+    >>> split_rows(10, 3, 2)
     [(0, 6), (6, 10)]
     """
     n_blocks = -(-n_rows // block_rows)

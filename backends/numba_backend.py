@@ -1,11 +1,13 @@
 """``numba``: weights stay memory-mapped as stored; one token's products run compiled kernels.
 
 Decoding one token reads every weight once, so its speed is how fast the weights can be read,
-unpacked and multiplied: ``ggml_py_backends.numba_kernels.matvec`` does all three in one pass over the
-file's bytes (f32, f16 and every block format), threaded over rows. Prompts (several tokens at
-once) are matrix-matrix products where BLAS is faster than any fused loop: they take the
-``blocked-f16`` path (row blocks decoded to float32, then BLAS), which this backend inherits.
-Attention, norms and GELU stay in NumPy (``Float32Ops``): they are a few percent of a token.
+unpacked and multiplied: ``ggml_py_backends.numba_kernels.matvec`` does all three in one pass over
+the file's bytes (f32, f16 and every block format), threaded over rows. Prompts (several tokens at
+once) are matrix-matrix products where BLAS is faster than any fused loop: row blocks are decoded
+to float32 by ``numba_kernels.decode_rows`` and multiplied by BLAS straight into their columns of
+the output, the blocks split between blocked-f16's threads (this backend inherits its pool). One
+token's attention reads the whole KV cache and is compiled too (``numba_kernels.attend``); norms
+and GELU stay in NumPy (``Float32Ops``): about 1 ms of a 1B token.
 
 numba compiles the kernels the first time they are used on a machine (a few seconds, announced
 on stderr) and caches them: beside the kernels' source when that folder is writable, else in
@@ -14,7 +16,6 @@ on stderr) and caches them: beside the kernels' source when that folder is writa
 
 from __future__ import annotations
 
-import functools
 import sys
 import threading
 from collections.abc import Mapping
@@ -22,12 +23,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from ggml_py_backends import numba_kernels as kernels
-from ggml_py_backends.blocked_f16 import BlockedF16Backend, BlockedMatrix
+from ggml_py_backends.blocked_f16 import BLOCK_ELEMENTS, BlockedF16Backend, split_rows
 from numba import types
 
-from ggml_py.backend import WeightTensor
+from ggml_py.backend import WeightTensor, set_blas_threads
 from ggml_py.errors import BackendError
-from ggml_py.formats.quant import BLOCK_FORMATS, GGMLType
+from ggml_py.formats.quant import BLOCK_FORMATS, GGMLType, Scratch
 
 # numba's thread pool takes one parallel kernel at a time (its 'workqueue' layer, the fallback
 # without OpenMP or TBB, aborts the process on concurrent launches from several threads): calls
@@ -36,13 +37,14 @@ _PARALLEL = threading.Lock()
 
 
 class NumbaMatrix(NamedTuple):
-    """A 2-D weight: its raw bytes for the kernels, and the blocked form for prompts."""
+    """A 2-D weight ``[n_rows, n_cols]``: its raw bytes, as the kernels read them."""
 
     kind: int  # GGMLType
     data: np.ndarray  # read-only uint8 view of the file's bytes, rows one after another
     row_bytes: int
     n_rows: int
-    blocked: BlockedMatrix  # prompts: its row blocks are decoded by kernels.decode_rows
+    n_cols: int
+    block_rows: int  # rows decoded at a time for prompts (4 MiB of float32, in the caches)
 
 
 class NumbaBackend(BlockedF16Backend):
@@ -69,13 +71,16 @@ class NumbaBackend(BlockedF16Backend):
         }
 
     def embedding(self, table: NumbaMatrix, ids: np.ndarray) -> np.ndarray:
-        return super().embedding(table.blocked, ids)
+        out = np.empty((len(ids), table.n_cols), np.float32)  # [T, E]
+        for i, row in enumerate(ids):
+            kernels.decode_rows(table.kind, table.data, table.row_bytes, int(row), out[i : i + 1])
+        return out
 
     def linear(
         self, x: np.ndarray, weight: NumbaMatrix, bias: np.ndarray | None = None
     ) -> np.ndarray:
         if x.shape[0] != 1:
-            return super().linear(x, weight.blocked, bias)
+            return self._prompt_linear(x, weight, bias)
         token = _read_only(np.ascontiguousarray(x[0], dtype=np.float32))
         block_sums = (  # only q4_1 and q5_1 use them: their values are q * d + m
             _read_only(token.reshape(-1, 32).sum(axis=1))
@@ -93,6 +98,25 @@ class NumbaBackend(BlockedF16Backend):
             out += bias
         return out
 
+    def _prompt_linear(
+        self, x: np.ndarray, weight: NumbaMatrix, bias: np.ndarray | None
+    ) -> np.ndarray:
+        """Several tokens: ``y [T, out] = x @ W.T``, each thread taking a share of the row blocks.
+        (Through blocked-f16's ``[out, T]`` products, the transposes of x and of the result took
+        a fifth of a 256-token prompt's time.)"""
+        x = np.ascontiguousarray(x, dtype=np.float32)  # [T, in]
+        y = np.empty((x.shape[0], weight.n_rows), np.float32)  # [T, out]
+        set_blas_threads(1)  # the threads here are the parallelism
+        (start, stop), *others = split_rows(weight.n_rows, weight.block_rows, self.n_threads)
+        jobs = [
+            self._pool.submit(_product_rows, x, weight, y, a, b, self._scratch) for a, b in others
+        ]
+        _product_rows(x, weight, y, start, stop, self._scratch)
+        for job in jobs:
+            job.result()
+        if bias is not None:
+            y += bias
+        return y
 
     def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
         keys, values = k.transpose(1, 0, 2), v.transpose(1, 0, 2)  # [S, H, D]
@@ -112,13 +136,25 @@ def _cache_layout(array: np.ndarray) -> bool:
     return array.dtype == np.float32 and array.flags.c_contiguous
 
 
+def _product_rows(
+    x: np.ndarray, weight: NumbaMatrix, y: np.ndarray, start: int, stop: int, scratch: Scratch
+) -> None:
+    """``y[:, start:stop] = x @ W[start:stop].T``, a row block at a time (the kernel releases the
+    GIL, BLAS writes into the columns of ``y`` in place)."""
+    for begin in range(start, stop, weight.block_rows):
+        end = min(begin + weight.block_rows, stop)
+        rows = scratch.array("rows", np.float32, (end - begin, weight.n_cols))
+        kernels.decode_rows(weight.kind, weight.data, weight.row_bytes, begin, rows)
+        np.matmul(x, rows.T, out=y[:, begin:end])
+
+
 def _matrix(record: WeightTensor) -> NumbaMatrix:
-    kind, data = int(record.type), _read_only(np.asarray(record.data).reshape(-1))
     n_rows, n_cols = record.shape
     block = BLOCK_FORMATS[GGMLType(record.type)]
     row_bytes = n_cols // block.block_size * block.type_size
-    decoder = functools.partial(kernels.decode_rows, kind, data, row_bytes)
-    return NumbaMatrix(kind, data, row_bytes, n_rows, BlockedMatrix(record, decoder))
+    data = _read_only(np.asarray(record.data).reshape(-1))
+    block_rows = max(1, min(n_rows, BLOCK_ELEMENTS // n_cols))
+    return NumbaMatrix(int(record.type), data, row_bytes, n_rows, n_cols, block_rows)
 
 
 # a matrix smaller than this is multiplied on one thread

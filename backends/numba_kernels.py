@@ -216,7 +216,10 @@ def _decode_nibble_row(data, offset, row, size, has_minimum, has_fifth_bit):
         low = v_scale(v_nibbles(data, qs, 0, qh & 0xFFFF, zero), d)
         high = v_scale(v_nibbles(data, qs, 4, qh >> 16, zero), d)
         if has_minimum:  # q * d + m, rounded twice as dequantize does
-            low, high = v_shift(low, load_f16(data, block + 2)), v_shift(high, load_f16(data, block + 2))
+            low, high = (
+                v_shift(low, load_f16(data, block + 2)),
+                v_shift(high, load_f16(data, block + 2)),
+            )
         v_store(row, 32 * b, low)
         v_store(row, 32 * b + 16, high)
 

@@ -154,14 +154,14 @@ def test_results_do_not_depend_on_the_thread_count():
 
 
 @needs_numba
-def test_weights_stay_the_file_bytes_and_prompts_take_the_blocked_path():
+def test_weights_stay_the_file_bytes_for_one_token_and_for_prompts():
     rng = np.random.default_rng(9)
     record = _record(rng.standard_normal((40, 64)), GGMLType.Q8_0, 1)
     backend = create_backend("numba", n_threads=2)
     handle = backend.prepare("m.bin", {"w": record})["w"]
     assert np.shares_memory(handle.data, record.data)
     w = reference.decoded(record)
-    for n_tokens in (1, 4):  # matvec, then blocked + BLAS
+    for n_tokens in (1, 4):  # matvec, then row blocks decoded for BLAS
         x = rng.standard_normal((n_tokens, 64)).astype(np.float32)
         x_before = x.copy()
         out = backend.linear(x, handle)
