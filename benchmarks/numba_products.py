@@ -36,6 +36,14 @@ def read_only(array: np.ndarray) -> np.ndarray:
     return view
 
 
+def one_pass(kernel, arguments: list[tuple]) -> float:
+    """Seconds to run ``kernel`` once on each argument tuple."""
+    start = time.perf_counter()
+    for args in arguments:
+        kernel(*args)
+    return time.perf_counter() - start
+
+
 def measure(type_name: str, threads: int, rounds: int) -> list[str]:
     from ggml_py_backends import numba_kernels as kernels
 
@@ -54,14 +62,9 @@ def measure(type_name: str, threads: int, rounds: int) -> list[str]:
         out = np.empty(n_out, np.float32)
         row_bytes = row_nbytes(ggml_type, n_in)
 
-        def one_pass():
-            start = time.perf_counter()
-            for data in matrices:
-                kernels.matvec(int(ggml_type), data, row_bytes, x, block_sums, out)
-            return time.perf_counter() - start
-
-        one_pass()  # compiles or loads the kernel, faults the pages in
-        ms = 1000 * statistics.median(one_pass() for _ in range(rounds))
+        arguments = [(int(ggml_type), data, row_bytes, x, block_sums, out) for data in matrices]
+        one_pass(kernels.matvec, arguments)  # compiles or loads the kernel, faults the pages in
+        ms = 1000 * statistics.median(one_pass(kernels.matvec, arguments) for _ in range(rounds))
         nbytes = raw.nbytes * count
         total_ms, total_bytes = total_ms + ms, total_bytes + nbytes
         lines.append(f"| {type_name} | {label} x {count} | {ms:.1f} | {nbytes / ms / 1e6:.1f} |")
