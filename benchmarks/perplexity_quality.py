@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """What each file type costs in quality: perplexity and KL divergence of the trained model.
 
-    python benchmarks/perplexity_quality.py                  # pystdlib-gptj, first 40 chunks of heldout.txt
-    python benchmarks/perplexity_quality.py --chunks 0       # all of heldout.txt (329 chunks, ~8x longer)
+    python benchmarks/perplexity_quality.py                  # pystdlib-gptj, all of heldout.txt (~2 min)
+    python benchmarks/perplexity_quality.py --chunks 40      # its first 40 chunks only
     python benchmarks/perplexity_quality.py --folder DIR --text FILE -c 256
 
 Converts the Hugging Face folder to every ggml file type (f32, f16 and the five quantized
@@ -67,7 +67,7 @@ def main() -> int:
     parser.add_argument("--text", type=Path, help="default: FOLDER/heldout.txt")
     parser.add_argument("-c", "--ctx-size", type=int, help="default: the model's context")
     parser.add_argument(
-        "--chunks", type=int, default=40, help="chunks of the text to score, 0: all (default: 40)"
+        "--chunks", type=int, default=0, help="chunks of the text to score, 0: all (default: 0)"
     )
     parser.add_argument("-t", "--threads", type=int, default=2)
     parser.add_argument("--backend", default="numpy-blas")
