@@ -592,8 +592,7 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
         "-t",
         "--threads",
         type=_at_least(1),
-        default=min(4, os.cpu_count() or 1),
-        help="threads for the backend (default: %(default)s)",
+        help="threads for the backend, at most the CPUs this process may use (default: 4)",
     )
     parser.add_argument(
         "--backend",
@@ -697,8 +696,9 @@ def _run(args: argparse.Namespace) -> int:
         prompt = _RANDOM_PROMPTS[int(sampler.rng.next_uint32()[0]) % len(_RANDOM_PROMPTS)]
 
     load_start = time.perf_counter()
+    n_threads = _thread_count(args.threads)
     with _conversion_hint(args.model):
-        model = load(args.model, backend=args.backend, n_threads=args.threads)
+        model = load(args.model, backend=args.backend, n_threads=n_threads)
     load_seconds = time.perf_counter() - load_start
     hp = model.hparams
     print(
@@ -706,9 +706,7 @@ def _run(args: argparse.Namespace) -> int:
         f"n_head {hp.n_head}, n_layer {hp.n_layer}, n_rot {hp.n_rot}, ftype {hp.ftype.short_name})",
         file=sys.stderr,
     )
-    print(
-        f"main: backend = {_backend_in_use(model.backend)}, {args.threads} threads", file=sys.stderr
-    )
+    print(f"main: backend = {_backend_in_use(model.backend)}, {n_threads} threads", file=sys.stderr)
 
     prompt_ids = model.tokenizer.encode(prompt)
     room = hp.n_ctx - len(prompt_ids)
@@ -781,6 +779,14 @@ def _add_backends(subparsers: argparse._SubParsersAction) -> None:
         "group: name, where each comes from, what it does, and which one `run` uses by default.",
     )
     parser.set_defaults(handler=_backends)
+
+
+def _thread_count(requested: int | None) -> int:
+    """``-t`` (default 4), at most the CPUs this process may use (its affinity, not the
+    machine's): more threads than CPUs only take turns."""
+    from ggml_py.backend import default_thread_count
+
+    return min(requested or 4, default_thread_count())
 
 
 def _backend_in_use(backend: object) -> str:
@@ -881,19 +887,20 @@ def _perplexity(args: argparse.Namespace) -> int:
 
     text = _read_text(args.file)
     where = "<stdin>" if args.file == "-" else args.file
+    n_threads = _thread_count(args.threads)
     with _conversion_hint(args.model):
-        model = load(args.model, backend=args.backend, n_threads=args.threads)
+        model = load(args.model, backend=args.backend, n_threads=n_threads)
     base = None
     if args.kl_base:
         with _conversion_hint(args.kl_base):
-            base = load(args.kl_base, backend=args.backend, n_threads=args.threads)
+            base = load(args.kl_base, backend=args.backend, n_threads=n_threads)
     for name, loaded in (("model", model), ("kl-base", base)):
         if loaded is not None:
             hp = loaded.hparams
             print(
                 f"perplexity: {name} = {loaded.path} (n_vocab {hp.n_vocab}, n_ctx {hp.n_ctx}, "
                 f"ftype {hp.ftype.short_name}), backend {_backend_in_use(loaded.backend)}, "
-                f"{args.threads} threads",
+                f"{n_threads} threads",
                 file=sys.stderr,
             )
     n_ctx = args.ctx_size if args.ctx_size is not None else min(model.n_ctx, 512)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -97,6 +98,22 @@ def test_timing_block_uses_ggml_formats_and_counts_like_ggml(capsys, byte_model_
     assert per_token == pytest.approx(
         predict / (5 + 4 - 1), abs=0.006
     )  # n_past: last token never evaluated
+
+
+@pytest.mark.parametrize(
+    "cpus, flags, expected",
+    [(3, [], 3), (8, [], 4), (3, ["-t", "2"], 2), (3, ["-t", "16"], 3), (8, ["-t", "6"], 6)],
+)
+def test_threads_are_4_or_t_but_at_most_the_cpus_the_process_may_use(
+    capsys, byte_model_path, monkeypatch, cpus, flags, expected
+):
+    # the process's CPU affinity, not the machine's CPU count: more threads would take turns
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    code, _, err = run(
+        capsys, "-m", byte_model_path, "-p", "Hi", "-n", "1", "--backend", "blocked-f16", *flags
+    )
+    assert code == 0
+    assert f"main: backend = blocked-f16, {expected} threads" in err.splitlines()
 
 
 def test_same_seed_same_output(capsys, byte_model_path):
