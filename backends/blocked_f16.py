@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -312,4 +313,4 @@ def split_rows(n_rows: int, block_rows: int, n_parts: int) -> list[tuple]:
     """
     n_blocks = -(-n_rows // block_rows)
     cuts = [min(n_rows, (n_blocks * part // n_parts) * block_rows) for part in range(n_parts + 1)]
-    return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+    return [(a, b) for a, b in pairwise(cuts) if b > a]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from itertools import pairwise
 
 import pytest
 
@@ -102,7 +103,7 @@ def test_progress_reports_every_tensor_up_to_the_total(peer, tmp_path):
     model = open_model(tmp_path / "q.bin")
     assert list(dict.fromkeys(name for name, *_ in seen)) == list(model.tensors)  # in file order
     assert seen[-1][1] == seen[-1][2] == sum(info.nbytes for info in model.tensors.values())
-    assert all(a[1] <= b[1] for a, b in zip(seen, seen[1:], strict=False))
+    assert all(a[1] <= b[1] for a, b in pairwise(seen))
 
 
 def test_selection_and_header(peer, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -68,8 +69,7 @@ def test_pretokenizer_at_every_class_boundary():
     """The probes the fixture was made with, at the first and last code point of every run."""
     boundaries = [(first, run_class) for first, run_class in CLASS_RUNS]
     boundaries += [
-        (following - 1, run_class)
-        for (_, run_class), (following, _) in zip(CLASS_RUNS, CLASS_RUNS[1:], strict=False)
+        (following - 1, run_class) for (_, run_class), (following, _) in pairwise(CLASS_RUNS)
     ]
     for code_point, run_class in boundaries:
         if code_point in SURROGATES:

@@ -14,6 +14,7 @@ the best logit beats the second by at least 0.01 at every step.
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +80,7 @@ def test_chunks_and_single_tokens_up_to_the_full_context_match_hugging_face(
     graph = _graph(golden, file_type, conformance_backend)
     ids, kept = golden["logits"]["p288_ids"], set(golden["logits"]["p288_positions"].tolist())
     cuts = [0, 33, 70, 257, *range(258, len(ids) + 1)]
-    for start, stop in zip(cuts, cuts[1:], strict=False):
+    for start, stop in pairwise(cuts):
         logits = graph.eval(ids[start:stop], start)
         positions = [p for p in range(start, stop) if p in kept]
         if positions:
