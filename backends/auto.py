@@ -61,13 +61,20 @@ class AutoBackend:
         return self.chosen.linear(x, weight, bias)
 
     def layer_norm(self, x: np.ndarray, weight: Any, bias: Any, eps: float) -> np.ndarray:
-        return self.chosen.layer_norm(x, weight, bias, eps)
+        return self._elementwise_backend().layer_norm(x, weight, bias, eps)
 
     def gelu(self, x: np.ndarray) -> np.ndarray:
-        return self.chosen.gelu(x)
+        return self._elementwise_backend().gelu(x)
 
     def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
-        return self.chosen.attention(q, k, v)
+        return self._elementwise_backend().attention(q, k, v)
+
+    def _elementwise_backend(self) -> Backend:
+        """The chosen backend; called before any model was prepared (as the conformance suite
+        calls these operations), the one ``auto`` takes for a model of no weights."""
+        if self.chosen is None:
+            self.chosen, self.reason = choose({}, self.n_threads)
+        return self.chosen
 
 
 def choose(tensors: Mapping[str, WeightTensor], n_threads: int | None) -> tuple[Backend, str]:

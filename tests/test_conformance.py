@@ -89,6 +89,14 @@ def test_the_suite_passes_with_the_optional_data(backend, tmp_path, request):
     _assert_all_passed(_suite(*args, cwd=tmp_path))
 
 
+def test_the_suite_passes_on_the_default_backend(tmp_path, monkeypatch):
+    # no option: the suite tests `auto`, whose elementwise operations it calls before any model
+    # is prepared (numba where the extra is installed, else numpy-blas)
+    monkeypatch.delenv("GGML_PY_BACKEND", raising=False)
+    result = _suite("-q", cwd=tmp_path)
+    _assert_all_passed(result)
+
+
 def test_a_projects_own_backend_option_does_not_clash(tmp_path):
     # a project whose conftest declares --backend: its own tests and the suite both run in it
     (tmp_path / "conftest.py").write_text(
