@@ -289,14 +289,11 @@ class BlockedF16Backend(Float32Ops):
         set_blas_threads(1)  # the threads here are the parallelism
         n_out = weight.shape[0]
         out_t = np.empty((n_out, x.shape[0]), dtype=np.float32)  # [out, T]: row blocks contiguous
-        (start, stop), *others = split_rows(n_out, weight.block_rows, self.n_threads)
-        jobs = [
-            self._pool.submit(weight.product_rows, x_groups, out_t, a, b, self._scratch)
-            for a, b in others
-        ]
-        weight.product_rows(x_groups, out_t, start, stop, self._scratch)
-        for job in jobs:
-            job.result()
+        self.on_row_ranges(
+            lambda start, stop: weight.product_rows(x_groups, out_t, start, stop, self._scratch),
+            n_out,
+            weight.block_rows,
+        )
         y = np.ascontiguousarray(out_t.T)  # [T, out]
         if output_factor != 1.0:
             y *= np.float32(output_factor)
@@ -304,11 +301,21 @@ class BlockedF16Backend(Float32Ops):
             y += bias
         return y
 
+    def on_row_ranges(self, work: Callable[[int, int], None], n_rows: int, block_rows: int) -> None:
+        """``work(start, stop)`` over rows ``0 .. n_rows``, cut into ``n_threads`` contiguous
+        ranges at multiples of ``block_rows``: the calling thread takes the first, the pool the
+        others; returns when all are done."""
+        (start, stop), *others = _split_rows(n_rows, block_rows, self.n_threads)
+        jobs = [self._pool.submit(work, a, b) for a, b in others]
+        work(start, stop)
+        for job in jobs:
+            job.result()
 
-def split_rows(n_rows: int, block_rows: int, n_parts: int) -> list[tuple]:
+
+def _split_rows(n_rows: int, block_rows: int, n_parts: int) -> list[tuple]:
     """``n_parts`` contiguous ranges covering ``0 .. n_rows``, cut at multiples of ``block_rows``.
 
-    >>> split_rows(10, 3, 2)
+    >>> _split_rows(10, 3, 2)
     [(0, 6), (6, 10)]
     """
     n_blocks = -(-n_rows // block_rows)

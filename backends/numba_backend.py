@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from ggml_py_backends import numba_kernels as kernels
-from ggml_py_backends.blocked_f16 import BLOCK_ELEMENTS, BlockedF16Backend, split_rows
+from ggml_py_backends.blocked_f16 import BLOCK_ELEMENTS, BlockedF16Backend
 from numba import types
 
 from ggml_py.backend import WeightTensor, set_blas_threads
@@ -107,13 +107,11 @@ class NumbaBackend(BlockedF16Backend):
         x = np.ascontiguousarray(x, dtype=np.float32)  # [T, in]
         y = np.empty((x.shape[0], weight.n_rows), np.float32)  # [T, out]
         set_blas_threads(1)  # the threads here are the parallelism
-        (start, stop), *others = split_rows(weight.n_rows, weight.block_rows, self.n_threads)
-        jobs = [
-            self._pool.submit(_product_rows, x, weight, y, a, b, self._scratch) for a, b in others
-        ]
-        _product_rows(x, weight, y, start, stop, self._scratch)
-        for job in jobs:
-            job.result()
+        self.on_row_ranges(
+            lambda start, stop: _product_rows(x, weight, y, start, stop, self._scratch),
+            weight.n_rows,
+            weight.block_rows,
+        )
         if bias is not None:
             y += bias
         return y

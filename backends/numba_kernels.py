@@ -390,6 +390,7 @@ def v_fma(typingctx, a, b, accumulator):
 
 @intrinsic
 def v_add(typingctx, a, b):
+    """``a + b`` lane by lane."""
     return Vector16(Vector16, Vector16), lambda context, builder, sig, args: builder.fadd(*args)
 
 

@@ -28,8 +28,6 @@ OPS = ("linear", "attention", "layer_norm", "gelu", "embedding")
 
 def conversion_seconds(backend, weights: dict, names) -> float:
     """Decode (without multiplying) the ``blocked-f16`` matrices ``names`` as ``linear`` would."""
-    from ggml_py_backends.blocked_f16 import split_rows
-
     start = time.perf_counter()
     for name in names:
         weight = weights[name]
@@ -41,11 +39,7 @@ def conversion_seconds(backend, weights: dict, names) -> float:
             for begin in range(a, b, weight.block_rows):
                 decode(begin, min(begin + weight.block_rows, b), backend._scratch)
 
-        (a, b), *others = split_rows(weight.shape[0], weight.block_rows, backend.n_threads)
-        jobs = [backend._pool.submit(decode_rows, *others_range) for others_range in others]
-        decode_rows(a, b)
-        for job in jobs:
-            job.result()
+        backend.on_row_ranges(decode_rows, weight.shape[0], weight.block_rows)
     return time.perf_counter() - start
 
 

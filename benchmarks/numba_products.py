@@ -30,12 +30,6 @@ SHAPES = [
 ]
 
 
-def read_only(array: np.ndarray) -> np.ndarray:
-    view = array.view()
-    view.flags.writeable = False
-    return view
-
-
 def one_pass(kernel, arguments: list[tuple]) -> float:
     """Seconds to run ``kernel`` once on each argument tuple."""
     start = time.perf_counter()
@@ -46,6 +40,7 @@ def one_pass(kernel, arguments: list[tuple]) -> float:
 
 def measure(type_name: str, threads: int, rounds: int) -> list[str]:
     from ggml_py_backends import numba_kernels as kernels
+    from ggml_py_backends.numba_backend import _read_only as read_only
 
     from ggml_py.formats.quant import GGMLType, quantize, row_nbytes
 

@@ -235,25 +235,24 @@ def write_gptj_gguf(
         write_gguf(out, fields, gguf_records, path=path, progress=progress)
 
 
+def _require_string(gguf: GGUFReader, key: str, expected: str, what: str, meaning: str) -> None:
+    """Refuse the file unless its string field ``key`` is ``expected`` (which means ``meaning``)."""
+    value = gguf.field(key, GGUFValueType.STRING)
+    if value != expected:
+        raise ModelFileError(
+            gguf.path, f"{what} {value!r} is not {meaning} ({expected!r})", gguf.offset_of(key)
+        )
+
+
 def read_gptj_gguf(path: str | os.PathLike[str]) -> ModelFile:
     """Read a GPT-J GGUF file as a ``ModelFile`` (Hugging Face tensor names, raw-byte tokens);
     see ``ggml_py.formats.open_model``."""
     gguf = GGUFReader(path)
     path = gguf.path
-    architecture = gguf.field("general.architecture", GGUFValueType.STRING)
-    if architecture != GPTJ_ARCHITECTURE:
-        raise ModelFileError(
-            path,
-            f"architecture {architecture!r} is not GPT-J ({GPTJ_ARCHITECTURE!r})",
-            gguf.offset_of("general.architecture"),
-        )
-    tokenizer_model = gguf.field("tokenizer.ggml.model", GGUFValueType.STRING)
-    if tokenizer_model != TOKENIZER_MODEL:
-        raise ModelFileError(
-            path,
-            f"tokenizer model {tokenizer_model!r} is not byte-level BPE ({TOKENIZER_MODEL!r})",
-            gguf.offset_of("tokenizer.ggml.model"),
-        )
+    _require_string(gguf, "general.architecture", GPTJ_ARCHITECTURE, "architecture", "GPT-J")
+    _require_string(
+        gguf, "tokenizer.ggml.model", TOKENIZER_MODEL, "tokenizer model", "byte-level BPE"
+    )
     tensors = {}
     for gguf_name, info in gguf.tensors.items():
         hf_name = hf_tensor_name(gguf_name)
